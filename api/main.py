@@ -1,0 +1,52 @@
+"""The HTTP API: ``create_app(settings)`` builds it; nothing is created at import time."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
+from starlette.exceptions import HTTPException
+
+from api.routes import health, offenders, transactions
+from detector.config import Settings
+from detector.errors import RelaywatchError
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
+    """The API for ``settings``; ``engine`` defaults to opening ``settings.database.url``."""
+    if engine is None:
+        from detector.store.session import open_database
+
+        engine = open_database(settings.database.url)
+    app = FastAPI(
+        title="relaywatch",
+        summary="Clients that use this mail server as a spam relay, and the evidence.",
+        version="0.1.0",
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    for router in (health.router, offenders.router, transactions.router):
+        app.include_router(router)
+    _error_handlers(app)
+    return app
+
+
+def _problem(status: int, error: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+
+
+def _error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RelaywatchError)
+    async def relaywatch_error(_request: Request, exc: RelaywatchError) -> JSONResponse:
+        return _problem(exc.status_code, type(exc).__name__, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "query")
+        return _problem(422, "invalid request", f"{where}: {first.get('msg')}".lstrip(": "))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        return _problem(exc.status_code, "http error", str(exc.detail))

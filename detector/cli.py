@@ -1,0 +1,350 @@
+"""The ``relaywatch`` command.
+
+Every command builds what it needs from the settings it loads; nothing is global.  Errors a
+user can act on are one line on stderr and exit status 1; usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import sys
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from detector.config import FORMATS, Settings, format_duration, load_settings, parse_duration
+from detector.errors import RelaywatchError
+from detector.render import render_offenders
+from detector.store.queries import iso
+
+log = logging.getLogger("relaywatch")
+
+
+class _Group(click.Group):
+    """Turns relaywatch errors into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RelaywatchError as exc:
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            _fail("interrupted")
+        except BrokenPipeError:
+            sys.exit(0)  # e.g. `relaywatch parse big.log | head`
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except Exception as exc:
+            log.debug("unexpected error", exc_info=True)
+            _fail(f"unexpected {type(exc).__name__}: {exc} (run with -v for details)")
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"relaywatch: error: {message}", err=True)
+    sys.exit(1)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj["settings"]()
+    return settings
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="RELAYWATCH_CONFIG",
+    help="Configuration file (TOML). Default: $RELAYWATCH_CONFIG, else built-in defaults.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log debugging detail to stderr.")
+@click.version_option(package_name="relaywatch")
+@click.pass_context
+def main(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
+    """Find the clients that use your mail server as a spam relay, from its logs."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    loaded: list[Settings] = []
+
+    def settings() -> Settings:  # loaded on first use, so --help works with a broken config
+        if not loaded:
+            loaded.append(load_settings(config_path))
+        return loaded[0]
+
+    ctx.obj = {"settings": settings}
+
+
+def _pipeline(settings: Settings) -> Any:
+    from detector.ingest import Pipeline
+    from detector.store.session import open_database
+
+    return Pipeline(settings, open_database(settings.database.url))
+
+
+def _source_host(settings: Settings, path: Path) -> str:
+    for source in settings.sources:
+        if source.path.resolve() == path.resolve():
+            return source.host
+    return socket.gethostname()
+
+
+FORMAT_CHOICE = click.Choice(FORMATS)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "log_format", type=FORMAT_CHOICE, default="auto", show_default=True)
+@click.option("--host", help="Relay host the logs come from. Default: the configured source's "
+              "host for that path, else this machine's name.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+def ingest(
+    ctx: click.Context, paths: tuple[Path, ...], log_format: str, host: str | None, as_json: bool
+) -> None:
+    """Import log files (plain or .gz) into the database; reading a file again adds nothing."""
+    from tqdm import tqdm
+
+    settings = _settings(ctx)
+    pipeline = _pipeline(settings)
+    totals: Counter[str] = Counter()
+    for path in paths:
+        size = path.stat().st_size if path.is_file() else 0
+        with tqdm(
+            total=size, unit="B", unit_scale=True, desc=path.name, disable=not sys.stderr.isatty(),
+            leave=False,
+        ) as bar:  # fmt: skip
+            summary = pipeline.ingest_file(
+                path, host=host or _source_host(settings, path), log_format=log_format,
+                progress=bar.update,
+            )  # fmt: skip
+        totals.update(summary.as_dict())
+    if as_json:
+        click.echo(json.dumps(dict(totals), sort_keys=True))
+        return
+    click.echo(
+        f"{totals['lines']} lines: {totals['parsed']} parsed, {totals['unparsed']} unparsed"
+        + (f", {totals['cut']} cut at 64 KiB" if totals["cut"] else "")
+    )
+    click.echo(
+        f"{totals['transactions']} transactions stored"
+        + (f" ({totals['already_stored']} were stored before)" if totals["already_stored"] else "")
+    )
+    click.echo(
+        f"relay attempts: {totals['refused_relays']} refused, {totals['accepted_relays']} accepted"
+    )
+    click.echo(f"{totals['offenders']} offenders, {totals['blocks']} new blocks")
+    if totals["accepted_relays"]:
+        click.secho(
+            "WARNING: the server accepted relays for outside clients: it is an open relay "
+            "for them (see 'relaywatch offenders')",
+            fg="red",
+            err=True,
+        )
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--format", "log_format", type=FORMAT_CHOICE, default="auto", show_default=True)
+@click.pass_context
+def parse(ctx: click.Context, path: Path, log_format: str) -> None:
+    """Dry run: show what each line yields and count the unparsed; writes nothing."""
+    from detector.ingest import resolve_format
+    from detector.logfile import ReadCounts, open_log, read_lines
+    from parsers import make_parser
+    from parsers.events import event_summary
+
+    family = resolve_format(path, log_format)
+    parser = make_parser(family)
+    counts = ReadCounts()
+    kinds: Counter[str] = Counter()
+    out = click.get_text_stream("stdout")
+    with open_log(path) as handle:
+        for number, (_, line) in enumerate(read_lines(handle, counts), 1):
+            event = parser.parse(line)
+            if event is None:
+                kinds["unparsed"] += 1
+                out.write(f"{number}: unparsed: {line[:200]}\n")
+                continue
+            kinds[event.kind] += 1
+            fields = event_summary(event)
+            kind = fields.pop("kind")
+            text = " ".join(
+                f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in fields.items()
+            )
+            out.write(f"{number}: {kind} {text}\n")
+    parsed = counts.lines - kinds["unparsed"]
+    click.echo(f"format: {family}")
+    click.echo(f"{counts.lines} lines: {parsed} parsed, {kinds['unparsed']} unparsed"
+               + (f", {counts.cut} cut at 64 KiB" if counts.cut else ""))  # fmt: skip
+    for kind, count in sorted(kinds.items(), key=lambda kv: -kv[1]):
+        if kind != "unparsed":
+            click.echo(f"  {kind}: {count}")
+
+
+def _duration_option(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.now(UTC) - parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@main.command()
+@click.option("--format", "output", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True)  # fmt: skip
+@click.option("--since", help="Only attempts in this last period, e.g. 1h, 7d.")
+@click.option("--blocked", is_flag=True, help="Only offenders blocked now.")
+@click.pass_context
+def offenders(ctx: click.Context, output: str, since: str | None, blocked: bool) -> None:
+    """List the clients with relay attempts, worst first."""
+    from detector.store.queries import list_offenders
+    from detector.store.session import open_database
+
+    start = _duration_option(since)
+    settings = _settings(ctx)
+    engine = open_database(settings.database.url)
+    with engine.connect() as connection:
+        found = list_offenders(
+            connection, datetime.now(UTC), since=start, blocked=True if blocked else None
+        )
+    click.echo(render_offenders(found, output), nl=False)
+
+
+@main.command()
+@click.argument("ip")
+@click.pass_context
+def explain(ctx: click.Context, ip: str) -> None:
+    """Why an address is an offender: score, rules that fired, decisions, evidence lines."""
+    from detector.decide import decisions_for
+    from detector.store.queries import evidence, get_offender
+    from detector.store.session import open_database
+
+    settings = _settings(ctx)
+    engine = open_database(settings.database.url)
+    now = datetime.now(UTC)
+    with engine.connect() as connection:
+        offender = get_offender(connection, ip, now)
+        decisions = decisions_for(connection, ip)
+        transactions = evidence(connection, ip, limit=20)
+    click.echo(f"{offender.ip}: score {offender.score:g}")
+    click.echo(
+        f"  relay attempts: {offender.relay_attempts} ({offender.refused_relays} refused, "
+        f"{offender.accepted_relays} accepted) to {offender.recipients} recipients in "
+        f"{offender.recipient_domains} domains"
+    )
+    click.echo(f"  seen: {iso(offender.first_seen)} .. {iso(offender.last_seen)}")
+    click.echo("rules that fired:")
+    for reason in offender.reasons:
+        click.echo(f"  - {reason}")
+    rules = settings.scoring
+    click.echo(
+        f"  (blocks at {rules.refused_relays_to_block} refused or "
+        f"{rules.accepted_relays_to_block} accepted within {format_duration(rules.window)})"
+    )
+    click.echo("decisions:" if decisions else "decisions: none")
+    for d in decisions:
+        state = "active" if d.active(now) else ("revoked" if d.revoked_at else "expired")
+        click.echo(
+            f"  #{d.id} {d.origin} block {iso(d.created_at)} .. {iso(d.expires_at)} "
+            f"({state}): {d.reason}"
+        )
+    click.echo(f"evidence (latest {len(transactions)} transactions):")
+    for txn in transactions:
+        click.echo(f"  {txn['started_at']} {txn['host']} {txn['queue_id'] or 'NOQUEUE'}")
+        for line in txn["lines"]:
+            click.echo(f"    {line}")
+
+
+@main.command()
+@click.pass_context
+def serve(ctx: click.Context) -> None:
+    """Serve the HTTP API only (no log following)."""
+    settings = _settings(ctx)
+    _serve(settings, settings.api.listen)
+
+
+def _serve(settings: Settings, listen: str, announce: Callable[[str], None] | None = None) -> None:
+    import uvicorn
+
+    from api.main import create_app
+    from detector.store.session import open_database
+
+    engine = open_database(settings.database.url)
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    app = create_app(settings, engine)
+    config = uvicorn.Config(app, host=host, port=int(port), log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    if announce is not None:
+        announce(f"http://{listen}")
+    try:
+        server.run()
+    except OSError as exc:
+        raise RelaywatchError(f"cannot listen on {listen}: {exc.strerror}") from None
+    if not server.started:
+        raise RelaywatchError(f"cannot listen on {listen} (is another program using it?)")
+
+
+@main.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command()
+@click.pass_context
+def upgrade(ctx: click.Context) -> None:
+    """Create or upgrade the schema to this version's (Alembic migrations)."""
+    from detector.store import migrate
+    from detector.store.session import make_engine
+
+    settings = _settings(ctx)
+    engine = make_engine(settings.database.url)
+    try:
+        migrate.upgrade(engine)
+    except Exception as exc:
+        raise RelaywatchError(f"database upgrade failed: {exc}") from None
+    click.echo(f"database at revision {migrate.head_revision()}")
+
+
+@main.command("check-config")
+@click.pass_context
+def check_config(ctx: click.Context) -> None:
+    """Validate the configuration and compare it with what the stored logs show."""
+    from detector.store.checks import configuration_report
+
+    settings = _settings(ctx)
+    lines, problems = configuration_report(settings)
+    for line in lines:
+        click.echo(line)
+    if problems:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--lines", "line_count", default=20_000, show_default=True,
+              help="Size of the generated sample log.")  # fmt: skip
+@click.option("--listen", default="127.0.0.1:8025", show_default=True)
+@click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("relaywatch-demo"), show_default=True,
+              help="Where the sample log, configuration and database go.")  # fmt: skip
+def demo(line_count: int, listen: str, directory: Path) -> None:
+    """Generate a sample Postfix log, ingest it into SQLite, list offenders, serve the API."""
+    from detector.demo import prepare_demo
+
+    settings, summary_text, offender_text = prepare_demo(directory, line_count, listen)
+    click.echo(summary_text)
+    click.echo(offender_text)
+
+    def announce(url: str) -> None:
+        click.echo(f"API: {url}/v1/offenders  (docs: {url}/docs) - press Ctrl-C to stop")
+
+    _serve(settings, listen, announce)

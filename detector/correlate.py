@@ -1,0 +1,240 @@
+"""Joins the events of one relay host into transactions.
+
+Two keys tie events together (``reference/log-formats.md`` §1.3): the SMTP server process
+(host, program, pid) knows the client from ``connect`` to ``disconnect``, and a queue id
+(host, queue id) collects sender, recipients and deliveries until the message is ``removed``.
+Recipients refused before a queue file exists (``NOQUEUE``) form a transaction of their own
+per session and envelope sender.  State is bounded: a session or message that has seen no
+event for a while (in log time) is flushed as it stands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from detector.transactions import Outcome, Recipient, Transaction
+from parsers.events import Event, Kind
+
+SESSION_TIMEOUT = 600.0
+"""Seconds (log time) after which a session that never disconnected is dropped."""
+MESSAGE_TIMEOUT = 7200.0
+"""Seconds (log time) a queued message may go without a line before it is flushed unfinished;
+covers Postfix's default retry back-off (up to 4000 s) for deferred mail."""
+_EXPIRE_EVERY = 60.0  # seconds of log time between sweeps for stale state
+
+_DELIVERY_OUTCOMES = {
+    "sent": Outcome.DELIVERED,
+    "deferred": Outcome.DEFERRED,
+    "bounced": Outcome.BOUNCED,
+    "expired": Outcome.EXPIRED,
+    "deliverable": Outcome.DELIVERED,  # address verification probes
+    "undeliverable": Outcome.BOUNCED,
+}
+
+
+@dataclass(slots=True)
+class _Builder:
+    """A transaction being assembled."""
+
+    start: float
+    last: float
+    lines: list[tuple[int, str]]
+    queue_id: str | None = None
+    client_ip: str | None = None
+    client_name: str | None = None
+    helo: str | None = None
+    sasl_user: str | None = None
+    local_submission: bool = False
+    sender: str | None = None
+    message_id: str | None = None
+    size: int | None = None
+    reject_reason: str | None = None
+    recipients: dict[tuple[str, str | None], Recipient] = field(default_factory=dict)
+
+    def build(self, host: str) -> Transaction:
+        return Transaction(
+            host=host, start=self.start, end=self.last, lines=tuple(self.lines),
+            queue_id=self.queue_id, client_ip=self.client_ip, client_name=self.client_name,
+            helo=self.helo, sasl_user=self.sasl_user, local_submission=self.local_submission,
+            sender=self.sender, message_id=self.message_id, size=self.size,
+            reject_reason=self.reject_reason, recipients=tuple(self.recipients.values()),
+        )  # fmt: skip
+
+
+@dataclass(slots=True)
+class _Session:
+    client_ip: str | None
+    client_name: str | None
+    last: float
+    helo: str | None = None
+    refused: _Builder | None = None  # NOQUEUE rejects of the current MAIL FROM
+
+
+class Correlator:
+    """Feed it events in log order; it hands back finished transactions.
+
+    ``host`` names the relay host the events come from (the source's ``host``).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        session_timeout: float = SESSION_TIMEOUT,
+        message_timeout: float = MESSAGE_TIMEOUT,
+    ) -> None:
+        self.host = host
+        self._sessions: dict[tuple[str, str, int | None], _Session] = {}
+        self._messages: dict[str, _Builder] = {}
+        self._session_timeout = session_timeout
+        self._message_timeout = message_timeout
+        self._next_sweep = 0.0
+
+    @property
+    def pending(self) -> int:
+        """Sessions and messages held in memory."""
+        return len(self._sessions) + len(self._messages)
+
+    def feed(self, event: Event, offset: int, line: str, out: list[Transaction]) -> None:
+        """Take one event (from ``line``, at ``offset`` in its source); append finished ones."""
+        where = (offset, line)
+        kind = event.kind
+        if kind == Kind.DELIVERY:
+            self._delivery(event, where)
+        elif kind in (Kind.QUEUED, Kind.MESSAGE_ID, Kind.PICKUP):
+            self._message_info(event, where, out)
+        elif kind == Kind.REMOVED:
+            message = self._messages.pop(event.queue_id or "", None)
+            if message is not None:
+                message.lines.append(where)
+                message.last = event.time
+                out.append(message.build(self.host))
+        elif kind == Kind.CLIENT:
+            self._client(event, where, out)
+        elif kind == Kind.CONNECT:
+            key = (event.host, event.program, event.pid)
+            self._end_session(key, out)
+            self._sessions[key] = _Session(event.client_ip, event.client_name, event.time)
+        elif kind == Kind.DISCONNECT:
+            self._end_session((event.host, event.program, event.pid), out)
+        elif kind == Kind.REJECT:
+            self._reject(event, where, out)
+        elif kind == Kind.PERMIT:
+            session = self._session(event)
+            session.helo = event.helo or session.helo
+        if event.time >= self._next_sweep:
+            self.expire(event.time, out)
+
+    def expire(self, now: float, out: list[Transaction]) -> None:
+        """Flush sessions and messages that have been quiet too long before ``now`` (log time)."""
+        self._next_sweep = now + _EXPIRE_EVERY
+        for key in [k for k, s in self._sessions.items() if now - s.last > self._session_timeout]:
+            self._end_session(key, out)
+        stale = [q for q, m in self._messages.items() if now - m.last > self._message_timeout]
+        for queue_id in stale:
+            out.append(self._messages.pop(queue_id).build(self.host))
+
+    def flush(self, out: list[Transaction]) -> None:
+        """Flush everything held (end of a batch import)."""
+        for key in list(self._sessions):
+            self._end_session(key, out)
+        for message in self._messages.values():
+            out.append(message.build(self.host))
+        self._messages.clear()
+
+    def _session(self, event: Event) -> _Session:
+        key = (event.host, event.program, event.pid)
+        session = self._sessions.get(key)
+        if session is None:  # the log began after the connect line
+            session = _Session(event.client_ip, event.client_name, event.time)
+            self._sessions[key] = session
+        session.last = event.time
+        return session
+
+    def _end_session(self, key: tuple[str, str, int | None], out: list[Transaction]) -> None:
+        session = self._sessions.pop(key, None)
+        if session is not None and session.refused is not None:
+            out.append(session.refused.build(self.host))
+
+    def _message(self, event: Event, where: tuple[int, str]) -> _Builder:
+        queue_id = event.queue_id or ""
+        message = self._messages.get(queue_id)
+        if message is None:  # its first lines were in an earlier log, or it was re-queued
+            message = _Builder(event.time, event.time, [], queue_id=queue_id)
+            self._messages[queue_id] = message
+        message.lines.append(where)
+        message.last = event.time
+        return message
+
+    def _client(self, event: Event, where: tuple[int, str], out: list[Transaction]) -> None:
+        earlier = self._messages.pop(event.queue_id or "", None)
+        if earlier is not None:  # queue id reused without a "removed" line
+            out.append(earlier.build(self.host))
+        session = self._session(event)
+        if session.refused is not None:  # a new MAIL FROM got a queue file: the refusals end
+            out.append(session.refused.build(self.host))
+            session.refused = None
+        message = self._message(event, where)
+        message.client_ip = event.client_ip
+        message.client_name = event.client_name
+        message.sasl_user = event.sasl_user
+        message.helo = session.helo
+
+    def _message_info(self, event: Event, where: tuple[int, str], out: list[Transaction]) -> None:
+        message = self._message(event, where)
+        if event.kind == Kind.MESSAGE_ID:
+            message.message_id = event.message_id
+        elif event.kind == Kind.PICKUP:
+            message.local_submission = True
+            message.sender = event.sender
+        elif event.status == "expired":
+            for key, recipient in message.recipients.items():
+                if recipient.outcome in (Outcome.DEFERRED, Outcome.QUEUED):
+                    message.recipients[key] = replace(
+                        recipient, outcome=Outcome.EXPIRED, time=event.time
+                    )
+        else:
+            message.sender = event.sender
+            message.size = event.size
+
+    def _delivery(self, event: Event, where: tuple[int, str]) -> None:
+        message = self._message(event, where)
+        address = event.recipient or ""
+        message.recipients[(address, event.orig_recipient)] = Recipient(
+            address=address, outcome=_DELIVERY_OUTCOMES.get(event.status or "", Outcome.QUEUED),
+            time=event.time, orig_address=event.orig_recipient, enhanced=event.enhanced,
+            reason=event.reason, next_hop=event.relay, agent=event.program.rpartition("/")[2],
+        )  # fmt: skip
+
+    def _reject(self, event: Event, where: tuple[int, str], out: list[Transaction]) -> None:
+        session = self._session(event)
+        session.helo = event.helo or session.helo
+        if event.queue_id:
+            target = self._message(event, where)
+        else:
+            target = self._refusals(session, event, where, out)
+        target.helo = target.helo or event.helo
+        target.client_ip = target.client_ip or event.client_ip
+        target.client_name = target.client_name or event.client_name
+        if event.recipient and event.stage in ("RCPT", "DATA", "BDAT"):
+            target.recipients[(event.recipient, None)] = Recipient(
+                address=event.recipient, outcome=Outcome.REJECTED, time=event.time,
+                code=event.code, enhanced=event.enhanced, reason=event.reason,
+                refused_as_relay=event.relay_refused,
+            )  # fmt: skip
+        else:
+            target.reject_reason = event.reason
+
+    def _refusals(
+        self, session: _Session, event: Event, where: tuple[int, str], out: list[Transaction]
+    ) -> _Builder:
+        """The NOQUEUE transaction of the session's current MAIL FROM."""
+        refused = session.refused
+        if refused is not None and refused.sender != event.sender:
+            out.append(refused.build(self.host))
+            refused = None
+        if refused is None:
+            refused = _Builder(event.time, event.time, [], sender=event.sender)
+            session.refused = refused
+        refused.lines.append(where)
+        refused.last = event.time
+        return refused

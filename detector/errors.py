@@ -1,0 +1,37 @@
+"""Every error relaywatch reports to a user.
+
+RelaywatchError            a message for the user; the CLI prints it and exits 1
+ ├── ConfigError           the configuration file or environment is wrong
+ ├── InputError            a log file or argument cannot be used
+ ├── DatabaseError         the database cannot be reached or is not at the right schema
+ ├── NotFound              the thing asked for does not exist (HTTP 404)
+ └── Refused               the request is understood but not allowed (HTTP 409/422)
+"""
+
+from __future__ import annotations
+
+
+class RelaywatchError(Exception):
+    """An error whose message is written for the mail administrator."""
+
+    status_code = 500
+
+
+class ConfigError(RelaywatchError):
+    status_code = 500
+
+
+class InputError(RelaywatchError):
+    status_code = 400
+
+
+class DatabaseError(RelaywatchError):
+    status_code = 503
+
+
+class NotFound(RelaywatchError):
+    status_code = 404
+
+
+class Refused(RelaywatchError):
+    status_code = 409

@@ -1,0 +1,77 @@
+"""Relay transactions: what the correlator builds from events and the classifier labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+INTERNAL: Final = "int"
+EXTERNAL: Final = "ext"
+REFUSED: Final = "refused"
+ACCEPTED: Final = "accepted"
+
+
+class Outcome:
+    """What became of one recipient."""
+
+    DELIVERED: Final = "delivered"
+    DEFERRED: Final = "deferred"
+    BOUNCED: Final = "bounced"
+    EXPIRED: Final = "expired"
+    REJECTED: Final = "rejected"  # refused at SMTP time
+    QUEUED: Final = "queued"  # accepted; no delivery logged (yet)
+
+
+def direction(client_side: str, recipient_side: str) -> str:
+    """``int→ext`` and friends (DESIGN.md §1)."""
+    return f"{client_side}→{recipient_side}"
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    address: str
+    outcome: str  # an Outcome
+    time: float  # when the outcome was logged
+    orig_address: str | None = None
+    code: int | None = None
+    enhanced: str | None = None  # enhanced status / dsn
+    reason: str | None = None  # reject text or delivery status text
+    next_hop: str | None = None  # where a delivery went (``local``, ``mx.example[ip]:25``)
+    agent: str | None = None  # delivery agent (smtp, local, lmtp …)
+    refused_as_relay: bool = False  # the server said so (e.g. "Relay access denied")
+    # set by the classifier
+    domain: str | None = None  # destination domain after undoing relay tricks
+    direction: str | None = None  # int→int, int→ext, ext→int, ext→ext
+    relay_attempt: str | None = None  # REFUSED, ACCEPTED or None
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """One SMTP transaction of one client on one relay host."""
+
+    host: str  # the relay host (the source's name)
+    start: float  # UTC epoch seconds of the first line
+    end: float  # … and of the last
+    lines: tuple[tuple[int, str], ...]  # (byte offset in the source, text) of its lines, in order
+    queue_id: str | None = None
+    client_ip: str | None = None
+    client_name: str | None = None
+    helo: str | None = None
+    sasl_user: str | None = None
+    local_submission: bool = False  # submitted on the host itself (Postfix pickup), no client
+    sender: str | None = None  # "" is the null sender
+    message_id: str | None = None
+    size: int | None = None
+    reject_reason: str | None = None  # a refusal of the whole transaction (HELO, MAIL, DATA)
+    recipients: tuple[Recipient, ...] = ()
+    # set by the classifier
+    internal: bool | None = None  # trusted network, authenticated or local submission
+    sender_local: bool | None = None  # the sender's domain is one of ours
+
+    @property
+    def refused_relays(self) -> int:
+        return sum(1 for r in self.recipients if r.relay_attempt == REFUSED)
+
+    @property
+    def accepted_relays(self) -> int:
+        return sum(1 for r in self.recipients if r.relay_attempt == ACCEPTED)
