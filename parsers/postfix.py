@@ -64,24 +64,24 @@ SCREEN_CLIENT = (
 """postscreen's ``[ip]:port`` (it never knows the client's name)."""
 
 ADDRESS_SUFFIX = pp.Opt(
-    _re(r"; (?=from=<|to=<|proto=)", "suffix start")
+    _re(r" ?; (?=from=<|to=<|proto=)", "suffix start")
     + pp.Opt(_lit("from=<") + _re(r"(?P<sender>[^>]*)", "sender") + _re(r">,? ?", "end"))
     + pp.Opt(_lit("to=<") + _re(r"(?P<recipient>[^>]*)", "recipient") + _re(r">,? ?", "end"))
     + pp.Opt(_lit("proto=") + _re(r"(?P<proto>[A-Za-z]+)", "proto") + _re(r",? ?", "sep"))
-    + pp.Opt(_lit("helo=") + _re(r"<?(?P<helo>.*?)>?$", "helo"))
+    + pp.Opt(_lit("helo=") + _re(r"<?(?P<helo>(?:.*[^>])?)>?$", "helo"))
 )
 """``; from=<s> to=<r> proto=P helo=<h>`` (postscreen puts commas between the fields)."""
 
 REJECT = compile_grammar(
     "reject",
-    pp.Opt(_re(r"(?:NOQUEUE|(?P<queue_id>[0-9A-Za-z]{5,16})): ", "queue id"))
+    pp.Opt((_lit("NOQUEUE") | QUEUE_ID) + _lit(": "))
     + _re(r"(?P<action>reject|milter-reject|defer|discard|hold|reject_warning): ", "action")
     + _re(r"(?P<stage>[A-Z][A-Z-]{2,15}|header|body) from ", "stage")
     + CLIENT
     + _lit(": ")
-    + _re(r"(?P<code>[245]\d\d) ", "code")
+    + pp.Opt(_re(r"(?P<code>[245]\d\d) ", "code"))
     + pp.Opt(_re(r"(?P<enhanced>[245]\.\d{1,3}\.\d{1,3}) ", "enhanced code"))
-    + _re(r"(?P<reason>.*?)(?=; (?:from=<|to=<|proto=)|$)", "reason")
+    + _re(r"(?P<reason>[^;]*(?:;(?! (?:from=<|to=<|proto=))[^;]*)*)", "reason")
     + ADDRESS_SUFFIX,
     Kind.REJECT,
 )
@@ -89,11 +89,12 @@ REJECT = compile_grammar(
 
 PERMIT = compile_grammar(
     "permit",
-    _re(r"(?:NOQUEUE|(?P<queue_id>[0-9A-Za-z]{5,16})): permit: ", "permit")
+    (_lit("NOQUEUE") | QUEUE_ID)
+    + _lit(": permit: ")
     + _re(r"(?P<stage>[A-Z][A-Z-]{2,15}) from ", "stage")
     + CLIENT
     + _lit(": ")
-    + _re(r"(?P<reason>.*?)(?=; (?:from=<|to=<|proto=)|$)", "reason")
+    + _re(r"(?P<reason>[^;]*[^; ])(?= ?;|$)", "reason")
     + ADDRESS_SUFFIX,
     Kind.PERMIT,
 )
@@ -120,14 +121,15 @@ AUTH_FAILED = compile_grammar(
     + _lit(": SASL ")
     + _re(r"(?P<sasl_method>[-\w]+)", "sasl method")
     + _lit(" authentication failed")
-    + _re(r"(?::? ?(?P<reason>.*?))(?:, sasl_username=(?P<sasl_user>.*))?$", "reason"),
+    + _re(r":? ?(?P<reason>[^,]*(?:,(?! sasl_username=)[^,]*){0,16})", "reason")
+    + pp.Opt(_lit(", sasl_username=") + _re(r"(?P<sasl_user>.*)", "sasl user")),
     Kind.AUTH_FAILED,
 )
 """``warning: name[ip]: SASL LOGIN authentication failed: reason, sasl_username=u``."""
 
 CLIENT_NOTE = compile_grammar(
     "client note",
-    _re(r"(?:NOQUEUE: )?(?P<reason>[^\[\]]{1,200}?(?: after (?P<stage>[A-Z]+))?) from ", "note")
+    _re(r"(?:NOQUEUE: )?(?P<reason>[^\[\]]{1,200}?(?: after (?P<stage>[A-Z]+)(?: \([^()]*\))?)?) from ", "note")
     + CLIENT,
     Kind.CLIENT_NOTE,
 )
@@ -198,7 +200,7 @@ DELIVERY = compile_grammar(
     + pp.Opt(_lit("orig_to=<") + _re(r"(?P<orig_recipient>[^>]*)", "original") + _lit(">, "))
     + _lit("relay=")
     + _re(r"(?P<relay>[^,\s]+)", "relay")
-    + _re(r"(?:, (?!dsn=)[a-z_]+=[^,\s]*)*", "timings")
+    + _re(r"(?:, (?!dsn=)[a-z_]+=[^,\s]*){0,8}", "timings")
     + _lit(", dsn=")
     + _re(r"(?P<enhanced>\d\.\d{1,3}\.\d{1,3})", "dsn")
     + _lit(", status=")
