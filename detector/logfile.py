@@ -1,7 +1,7 @@
 """Reading log files: plain or gzip, line by line with byte offsets, robust to bad bytes.
 
 A line longer than ``MAX_LINE`` bytes is cut there and counted; bytes that are not UTF-8 are
-replaced; NUL bytes pass through as text.  A file is known by a fingerprint of its first line,
+replaced, and so are NUL bytes (PostgreSQL text cannot hold them).  A file is known by a fingerprint of its first line,
 so the same log read again under another name (``mail.log`` → ``mail.log.1``) is recognised.
 """
 
@@ -77,5 +77,7 @@ def read_lines(handle: BinaryIO, counts: ReadCounts, start: int = 0) -> Iterator
             raw = raw[:MAX_LINE]
         counts.lines += 1
         counts.bytes += size
+        if b"\x00" in raw:
+            raw = raw.replace(b"\x00", b"\xef\xbf\xbd")  # U+FFFD
         yield offset, raw.decode("utf-8", "replace").rstrip("\r\n")
         offset += size

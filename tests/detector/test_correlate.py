@@ -1,0 +1,74 @@
+"""Joining events into transactions, with bounded state."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from detector.correlate import Correlator
+from detector.transactions import Outcome, Transaction
+from parsers.postfix import PostfixParser
+from tests.factories import open_relay, probe, relay_reject, session
+
+T0 = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+
+
+def correlate(lines: list[str], correlator: Correlator | None = None) -> list[Transaction]:
+    parser = PostfixParser(tz=UTC)
+    correlator = correlator or Correlator("mx1")
+    out: list[Transaction] = []
+    offset = 0
+    for line in lines:
+        event = parser.parse(line)
+        assert event is not None, line
+        correlator.feed(event, offset, line, out)
+        offset += len(line) + 1
+    correlator.flush(out)
+    return out
+
+
+def test_refusals_of_one_mail_from_in_one_session_are_one_transaction() -> None:
+    body = [relay_reject(T0, "203.0.113.7", f"v{n}@outside.example") for n in range(3)]
+    [txn] = correlate(session(T0, "203.0.113.7", body))
+    assert [r.address for r in txn.recipients] == [f"v{n}@outside.example" for n in range(3)]
+    assert all(r.outcome == Outcome.REJECTED and r.refused_as_relay for r in txn.recipients)
+    assert txn.client_ip == "203.0.113.7" and txn.helo == "spambot"
+    offsets = [offset for offset, _ in txn.lines]
+    assert len(offsets) == 3 and offsets == sorted(offsets)
+
+
+def test_a_new_sender_in_the_same_session_starts_a_new_transaction() -> None:
+    first = relay_reject(T0, "203.0.113.7")
+    second = first.replace("from=<spam@forged.example>", "from=<other@forged.example>")
+    assert len(correlate(session(T0, "203.0.113.7", [first, second]))) == 2
+
+
+def test_sessions_of_different_processes_do_not_mix() -> None:
+    lines = probe(T0, "203.0.113.7", pid=1) + probe(T0, "203.0.113.8", pid=2)
+    assert sorted(t.client_ip or "" for t in correlate(lines)) == ["203.0.113.7", "203.0.113.8"]
+
+
+def test_a_queued_message_ends_at_removed_with_every_line() -> None:
+    lines = open_relay(T0, "203.0.113.7", "4A5B6C7D8E")
+    [txn] = correlate(lines)
+    assert txn.queue_id == "4A5B6C7D8E" and txn.sender == "spam@forged.example"
+    assert len(txn.lines) == 4  # client=, qmgr, smtp, removed (connect/disconnect are the session's)
+    [rcpt] = txn.recipients
+    assert (rcpt.outcome, rcpt.agent, rcpt.next_hop) == (
+        Outcome.DELIVERED, "smtp", "mx.outside.example[198.51.100.7]:25")  # fmt: skip
+
+
+def test_stale_sessions_and_messages_are_flushed_so_memory_stays_bounded() -> None:
+    parser = PostfixParser(tz=UTC)
+    correlator = Correlator("mx1", session_timeout=600, message_timeout=3600)
+    out: list[Transaction] = []
+    for n in range(2000):  # sessions that never disconnect, messages never removed
+        moment = T0 + timedelta(seconds=n * 10)
+        for line in (
+            f"{moment.isoformat()} mx1 postfix/smtpd[{n}]: connect from unknown[192.0.2.{n % 250}]",
+            f"{moment.isoformat()} mx1 postfix/smtpd[{n}]: {n:010X}: client=unknown[192.0.2.1]",
+        ):
+            event = parser.parse(line)
+            assert event is not None
+            correlator.feed(event, n, line, out)
+        assert correlator.pending <= 2 * (3600 // 10 + 60 // 10 + 2)
+    assert len(out) > 1500  # flushed as they went stale, not held to the end

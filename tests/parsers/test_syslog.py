@@ -1,0 +1,44 @@
+"""Syslog timestamps: the year of classic stamps, zones, and nonsense dates."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+from parsers.postfix import PostfixParser
+from parsers.syslog import SyslogClock
+
+
+def at(*args: int) -> float:
+    return datetime(*args, tzinfo=UTC).timestamp()
+
+
+def test_classic_stamps_take_the_year_that_is_not_in_the_future() -> None:
+    clock = SyslogClock(now=lambda: at(2027, 1, 1, 0, 5), tz=UTC)
+    assert clock.classic("Dec 31 23:59:59") == at(2026, 12, 31, 23, 59, 59)
+    assert clock.classic("Jan  1 00:00:01") == at(2027, 1, 1, 0, 0, 1)
+
+
+def test_a_log_spanning_new_year_read_in_march_keeps_its_order() -> None:
+    clock = SyslogClock(now=lambda: at(2027, 3, 15), tz=UTC)
+    assert clock.classic("Dec 31 23:59:59") < clock.classic("Jan  1 00:00:01")
+
+
+def test_classic_stamps_are_read_in_the_given_zone() -> None:
+    plus_two = timezone(timedelta(hours=2))
+    clock = SyslogClock(now=lambda: at(2026, 12, 1), tz=plus_two)
+    assert clock.classic("Nov 30 10:00:00") == at(2026, 11, 30, 8, 0)
+
+
+def test_february_29th_finds_its_leap_year() -> None:
+    clock = SyslogClock(now=lambda: at(2026, 3, 1), tz=UTC)
+    assert clock.classic("Feb 29 12:00:00") == at(2024, 2, 29, 12)
+
+
+def test_rfc3339_offsets_are_honoured() -> None:
+    assert SyslogClock.rfc3339("2026-11-30T09:00:00.25+01:00") == at(2026, 11, 30, 8, 0) + 0.25
+
+
+def test_impossible_dates_yield_no_event() -> None:
+    parser = PostfixParser()
+    assert parser.parse("Feb 31 08:00:00 mx postfix/smtpd[1]: connect from a[192.0.2.1]") is None
+    assert parser.parse("Nov 30 25:00:00 mx postfix/smtpd[1]: connect from a[192.0.2.1]") is None
