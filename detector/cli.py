@@ -165,7 +165,7 @@ def parse(ctx: click.Context, path: Path, log_format: str) -> None:
     parser = make_parser(family)
     counts = ReadCounts()
     kinds: Counter[str] = Counter()
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     with open_log(path) as handle:
         for number, (_, line) in enumerate(read_lines(handle, counts), 1):
             event = parser.parse(line)

@@ -150,7 +150,7 @@ class ScoringSettings(_Section):
 class ApiToken(_Section):
     name: str = Field(min_length=1)
     token: str = Field(min_length=16)
-    scopes: list[Literal["read", "write"]] = Field(default_factory=lambda: ["read"])
+    scopes: list[Literal["read", "write"]] = Field(default_factory=lambda: ["read"])  # type: ignore[arg-type]
 
 
 class ApiSettings(_Section):

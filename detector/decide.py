@@ -10,8 +10,8 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import dataclass
-from typing import Any
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
@@ -64,7 +64,9 @@ class NeverBlock:
 
 def decisions_for(connection: Connection, value: str) -> list[Decision]:
     rows = connection.execute(
-        select(DecisionRow.__table__).where(DecisionRow.value == value).order_by(DecisionRow.created_at)
+        select(DecisionRow.__table__)
+        .where(DecisionRow.value == value)
+        .order_by(DecisionRow.created_at)
     )
     return [Decision.from_row(row) for row in rows]
 

@@ -117,15 +117,13 @@ class Pipeline:
     ) -> bool:
         """Feed up to ``limit`` lines; True when the input is exhausted."""
         parse, feed = parser.parse, correlator.feed
-        taken = 0
-        for offset, line in lines:
+        for taken, (offset, line) in enumerate(lines, 1):
             event = parse(line)
             if event is None:
                 summary.unparsed += 1
             else:
                 summary.parsed += 1
                 feed(event, offset, line, out)
-            taken += 1
             if taken >= limit:
                 return False
         return True

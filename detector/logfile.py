@@ -1,8 +1,9 @@
 """Reading log files: plain or gzip, line by line with byte offsets, robust to bad bytes.
 
 A line longer than ``MAX_LINE`` bytes is cut there and counted; bytes that are not UTF-8 are
-replaced, and so are NUL bytes (PostgreSQL text cannot hold them).  A file is known by a fingerprint of its first line,
-so the same log read again under another name (``mail.log`` → ``mail.log.1``) is recognised.
+replaced, and so are NUL bytes (PostgreSQL text cannot hold them).  A file is known by a
+fingerprint of its first line, so the same log read again under another name (``mail.log`` →
+``mail.log.1``) is recognised.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ def _element_pattern(element: pp.ParserElement) -> str:
     if isinstance(element, pp.Regex):
         if element.flags:
             raise GrammarError(f"{element!r} has regex flags; write them inline")
-        body = element.pattern
+        body = str(element.pattern)
     elif isinstance(element, pp.Literal):  # also matches _SingleCharLiteral
         body = re.escape(element.match)
     elif isinstance(element, pp.Suppress):

@@ -37,7 +37,7 @@ LOCAL_AGENTS: Final = frozenset({"local", "virtual", "lmtp"})
 """Agents whose deliveries end in a mailbox of this host (lmtp: to a local mail store)."""
 
 
-def _re(pattern: str, name: str) -> pp.Regex:
+def _re(pattern: str, name: str) -> pp.ParserElement:
     return pp.Regex(pattern).set_name(name)
 
 
@@ -129,7 +129,11 @@ AUTH_FAILED = compile_grammar(
 
 CLIENT_NOTE = compile_grammar(
     "client note",
-    _re(r"(?:NOQUEUE: )?(?P<reason>[^\[\]]{1,200}?(?: after (?P<stage>[A-Z]+)(?: \([^()]*\))?)?) from ", "note")
+    _re(
+        r"(?:NOQUEUE: )?(?P<reason>[^\[\]]{1,200}?"
+        r"(?: after (?P<stage>[A-Z]+)(?: \([^()]*\))?)?) from ",
+        "note",
+    )
     + CLIENT,
     Kind.CLIENT_NOTE,
 )
@@ -268,7 +272,7 @@ class PostfixParser:
     a line it does not understand gives ``None``.
     """
 
-    family: Final = FAMILY
+    family = FAMILY
 
     def __init__(self, now: Callable[[], float] = time.time, tz: tzinfo | None = None) -> None:
         self._clock = SyslogClock(now, tz)

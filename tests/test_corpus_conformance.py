@@ -50,7 +50,9 @@ def test_fail2ban_lines_yield_events_and_their_clients() -> None:
 
 def test_real_postfix_37_logs_parse_except_daemon_chatter() -> None:
     parser = PostfixParser()
-    chatter = re.compile(r"postfix(?:/(?:master|anvil|postfix-script))?\[\d+\]: |postscreen\[\d+\]: cache ")
+    chatter = re.compile(
+        r"postfix(?:/(?:master|anvil|postfix-script))?\[\d+\]: |postscreen\[\d+\]: cache "
+    )
     for name in ("mail.log.rfc3339", "mail.log.traditional"):
         lines = corpus_path("postfix", "generated-local-postfix-3.7.11", name).read_text()
         for line in lines.splitlines():

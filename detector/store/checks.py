@@ -23,7 +23,9 @@ def configuration_report(settings: Settings) -> tuple[list[str], int]:
     if network.relay_domains:
         lines.append(f"relay domains: {', '.join(network.relay_domains)}")
     if not network.local_domains and not network.relay_domains:
-        lines.append("warning: no local_domains: only domains seen delivered locally count as local")
+        lines.append(
+            "warning: no local_domains: only domains seen delivered locally count as local"
+        )
     for source in settings.sources:
         state = "exists" if source.path.exists() else "does not exist yet"
         lines.append(f"source {source.path} ({source.format}, host {source.host}): {state}")

@@ -148,12 +148,19 @@ def _offenders_since(
         until = blocks.get(ip)
         offenders.append(
             Offender(
-                ip=ip, score=score(refused, accepted, domains), relay_attempts=attempts,
-                refused_relays=refused, accepted_relays=accepted, recipients=recipients,
-                recipient_domains=domains, first_seen=datetime.fromtimestamp(first, UTC),
-                last_seen=datetime.fromtimestamp(last, UTC), blocked=until is not None,
-                blocked_until=until, reasons=tuple(reasons),
-            )  # fmt: skip
+                ip=ip,
+                score=score(refused, accepted, domains),
+                relay_attempts=attempts,
+                refused_relays=refused,
+                accepted_relays=accepted,
+                recipients=recipients,
+                recipient_domains=domains,
+                first_seen=datetime.fromtimestamp(first, UTC),
+                last_seen=datetime.fromtimestamp(last, UTC),
+                blocked=until is not None,
+                blocked_until=until,
+                reasons=tuple(reasons),
+            )
         )
     return offenders
 
@@ -254,7 +261,9 @@ def list_transactions(
         query = query.where(TransactionRow.id.in_(matching))
     if cursor is not None:
         started, txn_id = decode_cursor(cursor)
-        query = query.where(tuple_(TransactionRow.started_at, TransactionRow.id) < (started, txn_id))
+        query = query.where(
+            tuple_(TransactionRow.started_at, TransactionRow.id) < (started, txn_id)
+        )
     query = query.order_by(TransactionRow.started_at.desc(), TransactionRow.id.desc()).limit(
         limit + 1
     )

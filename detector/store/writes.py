@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, insert, select, update
 
 from detector.store.models import EvidenceLine, LogFile, RecipientRow, TransactionRow
 from detector.transactions import Transaction
@@ -23,7 +23,7 @@ def log_file_id(
         select(LogFile.id).where(LogFile.host == host, LogFile.fingerprint == fingerprint)
     ).scalar()
     if found is not None:
-        connection.execute(LogFile.__table__.update().where(LogFile.id == found).values(path=path))
+        connection.execute(update(LogFile).where(LogFile.id == found).values(path=path))
         return found
     inserted = connection.execute(
         insert(LogFile).values(
@@ -35,7 +35,7 @@ def log_file_id(
 
 
 def stored_offsets(connection: Connection, log_file: int, offsets: Iterable[int]) -> set[int]:
-    """Which of these first-line offsets already have a transaction stored (re-reads add nothing)."""
+    """Which of these first-line offsets have a transaction stored (re-reading adds nothing)."""
     wanted = list(offsets)
     if not wanted:
         return set()
@@ -77,8 +77,8 @@ def insert_transactions(
     ids = connection.execute(
         insert(TransactionRow).returning(TransactionRow.id, sort_by_parameter_order=True), rows
     ).scalars().all()  # fmt: skip
-    recipients = []
-    evidence = []
+    recipients: list[dict[str, object]] = []
+    evidence: list[dict[str, object]] = []
     touched: set[str] = set()
     for txn_id, t in zip(ids, fresh, strict=True):
         has_attempt = False

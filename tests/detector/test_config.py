@@ -29,7 +29,9 @@ def test_defaults_are_those_of_the_design() -> None:
 
 
 def test_the_design_example_configuration_loads(tmp_path: Path) -> None:
-    path = config(tmp_path, """
+    path = config(
+        tmp_path,
+        """
 [network]
 internal_networks = ["127.0.0.0/8", "::1/128", "10.0.0.0/8"]
 local_domains     = ["example.test", ".example.test"]
@@ -56,7 +58,8 @@ reload_command = "postfix reload"
 [[sinks]]
 type = "postfix-policy"
 listen = "127.0.0.1:10040"
-""")
+""",
+    )
     settings = load_settings(path, environ={})
     assert settings.sources[0].host == "mx1"
     assert [s.type for s in settings.sinks] == ["postfix-cidr", "postfix-policy"]
@@ -94,13 +97,15 @@ def test_missing_file_is_one_clear_error(tmp_path: Path) -> None:
 
 def test_environment_names_the_file_and_overrides_the_database(tmp_path: Path) -> None:
     path = config(tmp_path, '[database]\nurl = "sqlite:///file.db"\n')
-    settings = load_settings(None, environ={"RELAYWATCH_CONFIG": str(path),
-                                             "RELAYWATCH_DATABASE_URL": "sqlite:///env.db"})  # fmt: skip
+    environ = {"RELAYWATCH_CONFIG": str(path), "RELAYWATCH_DATABASE_URL": "sqlite:///env.db"}
+    settings = load_settings(None, environ=environ)
     assert settings.database.url == "sqlite:///env.db"
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("10m", 600), ("1h30m", 5400),
-                                                ("7d", 604800), ("2w", 1209600), (90, 90)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30s", 30), ("10m", 600), ("1h30m", 5400), ("7d", 604800), ("2w", 1209600), (90, 90)],
+)
 def test_durations(text: str | int, seconds: int) -> None:
     assert parse_duration(text).total_seconds() == seconds
 

@@ -51,7 +51,9 @@ def test_a_queued_message_ends_at_removed_with_every_line() -> None:
     lines = open_relay(T0, "203.0.113.7", "4A5B6C7D8E")
     [txn] = correlate(lines)
     assert txn.queue_id == "4A5B6C7D8E" and txn.sender == "spam@forged.example"
-    assert len(txn.lines) == 4  # client=, qmgr, smtp, removed (connect/disconnect are the session's)
+    assert (
+        len(txn.lines) == 4
+    )  # client=, qmgr, smtp, removed (connect/disconnect are the session's)
     [rcpt] = txn.recipients
     assert (rcpt.outcome, rcpt.agent, rcpt.next_hop) == (
         Outcome.DELIVERED, "smtp", "mx.outside.example[198.51.100.7]:25")  # fmt: skip

@@ -41,7 +41,9 @@ def _transactions(engine: Engine) -> list[dict[str, Any]]:
         rcpts = connection.execute(select(RecipientRow.__table__)).mappings().all()
     out = []
     for t in txns:
-        out.append({**t, "rcpts": {r["address"]: r for r in rcpts if r["transaction_id"] == t["id"]}})
+        out.append(
+            {**t, "rcpts": {r["address"]: r for r in rcpts if r["transaction_id"] == t["id"]}}
+        )
     return out
 
 
