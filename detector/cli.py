@@ -167,7 +167,7 @@ def parse(ctx: click.Context, path: Path, log_format: str) -> None:
     kinds: Counter[str] = Counter()
     out = sys.stdout
     with open_log(path) as handle:
-        for number, (_, line) in enumerate(read_lines(handle, counts), 1):
+        for number, (_, line) in enumerate(read_lines(handle, counts, str(path)), 1):
             event = parser.parse(line)
             if event is None:
                 kinds["unparsed"] += 1
@@ -189,7 +189,7 @@ def parse(ctx: click.Context, path: Path, log_format: str) -> None:
             click.echo(f"  {kind}: {count}")
 
 
-def _duration_option(value: str | None) -> datetime | None:
+def _since(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
@@ -201,20 +201,19 @@ def _duration_option(value: str | None) -> datetime | None:
 @main.command()
 @click.option("--format", "output", type=click.Choice(["table", "json", "csv"]), default="table",
               show_default=True)  # fmt: skip
-@click.option("--since", help="Only attempts in this last period, e.g. 1h, 7d.")
+@click.option("--since", callback=_since, help="Only attempts in this last period, e.g. 1h, 7d.")
 @click.option("--blocked", is_flag=True, help="Only offenders blocked now.")
 @click.pass_context
-def offenders(ctx: click.Context, output: str, since: str | None, blocked: bool) -> None:
+def offenders(ctx: click.Context, output: str, since: datetime | None, blocked: bool) -> None:
     """List the clients with relay attempts, worst first."""
     from detector.store.queries import list_offenders
     from detector.store.session import open_database
 
-    start = _duration_option(since)
     settings = _settings(ctx)
     engine = open_database(settings.database.url)
     with engine.connect() as connection:
         found = list_offenders(
-            connection, datetime.now(UTC), since=start, blocked=True if blocked else None
+            connection, datetime.now(UTC), since=since, blocked=True if blocked else None
         )
     click.echo(render_offenders(found, output), nl=False)
 
@@ -233,6 +232,7 @@ def explain(ctx: click.Context, ip: str) -> None:
     now = datetime.now(UTC)
     with engine.connect() as connection:
         offender = get_offender(connection, ip, now)
+        ip = offender.ip
         decisions = decisions_for(connection, ip)
         transactions = evidence(connection, ip, limit=20)
     click.echo(f"{offender.ip}: score {offender.score:g}")

@@ -56,7 +56,7 @@ def resolve_format(path: Path, requested: str) -> str:
         return requested
     counts = ReadCounts()
     with open_log(path) as handle:
-        family = detect_format(line for _, line in read_lines(handle, counts))
+        family = detect_format(line for _, line in read_lines(handle, counts, str(path)))
     if family is None:
         if counts.lines == 0:
             return "postfix"  # an empty file: nothing to detect, nothing to read
@@ -91,7 +91,7 @@ class Pipeline:
         correlator = Correlator(host)
         finished: list[Transaction] = []
         with open_log(path) as handle:
-            lines = read_lines(handle, counts)
+            lines = read_lines(handle, counts, str(path))
             while True:
                 before = counts.bytes
                 done = self._feed(parser, correlator, lines, BATCH_LINES, finished, summary)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -51,18 +52,22 @@ def fingerprint(path: Path) -> str:
     with open_log(path) as handle:
         try:
             first = handle.readline(FINGERPRINT_BYTES)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise InputError(f"{path}: cannot read: {exc}") from None
     return hashlib.sha256(first).hexdigest()[:32]
 
 
-def read_lines(handle: BinaryIO, counts: ReadCounts, start: int = 0) -> Iterator[tuple[int, str]]:
+def read_lines(
+    handle: BinaryIO, counts: ReadCounts, name: str, start: int = 0
+) -> Iterator[tuple[int, str]]:
     """``(offset, text)`` of each complete line from ``start``, without its line ending.
 
     A final line without its newline is returned too: in a batch import nothing follows.
+    A file that cannot be read to its end (a truncated .gz) is an :class:`InputError`
+    naming ``name``, after the lines before the damage.
     """
     offset = start
-    readline = handle.readline
+    readline = _checked(handle, name)
     while True:
         raw = readline(MAX_LINE + 1)
         if not raw:
@@ -82,3 +87,15 @@ def read_lines(handle: BinaryIO, counts: ReadCounts, start: int = 0) -> Iterator
             raw = raw.replace(b"\x00", b"\xef\xbf\xbd")  # U+FFFD
         yield offset, raw.decode("utf-8", "replace").rstrip("\r\n")
         offset += size
+
+
+def _checked(handle: BinaryIO, name: str) -> Callable[[int], bytes]:
+    """``handle.readline`` whose read errors say which file is damaged."""
+
+    def readline(limit: int) -> bytes:
+        try:
+            return handle.readline(limit)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise InputError(f"{name}: cannot be read to its end: {exc}") from None
+
+    return readline

@@ -12,7 +12,7 @@ line that ``parse_string`` and the compiled expression agree.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,11 +20,10 @@ import pyparsing as pp
 
 from parsers.events import EVENT_FIELDS, Event
 
-EventBuilder = Callable[[re.Match[str], float, str, str, "int | None", bool], Event]
-"""``build(match, time, host, program, pid, relay_refused) -> Event``."""
+EventBuilder = Callable[[re.Match[str], float], Event]
+"""``build(match, time) -> Event`` for a match of a whole line."""
 
-_INT_FIELDS = frozenset({"code", "size", "nrcpt"})
-_ENVELOPE = ("time", "host", "program", "pid")
+_INT_FIELDS = frozenset({"code", "size", "nrcpt", "pid"})
 
 
 class GrammarError(Exception):
@@ -35,16 +34,17 @@ def _element_pattern(element: pp.ParserElement) -> str:
     if element.skipWhitespace:
         raise GrammarError(f"{element!r} skips whitespace; call leave_whitespace() on the grammar")
     body: str
+    atomic = True  # pyparsing commits to what an element matched; so must the regex
     if isinstance(element, pp.Regex):
         if element.flags:
             raise GrammarError(f"{element!r} has regex flags; write them inline")
         body = str(element.pattern)
     elif isinstance(element, pp.Literal):  # also matches _SingleCharLiteral
-        body = re.escape(element.match)
+        body, atomic = re.escape(element.match), False  # matches one way only
     elif isinstance(element, pp.Suppress):
-        body = _element_pattern(element.expr)
-    elif isinstance(element, pp.And):
-        body = "".join(_element_pattern(e) for e in element.exprs)
+        body, atomic = _element_pattern(element.expr), False
+    elif isinstance(element, pp.And):  # its parts are atomic already
+        body, atomic = "".join(_element_pattern(e) for e in element.exprs), False
     elif isinstance(element, pp.MatchFirst):
         body = "|".join(_element_pattern(e) for e in element.exprs)
     elif isinstance(element, pp.Opt):
@@ -54,88 +54,138 @@ def _element_pattern(element: pp.ParserElement) -> str:
     elif isinstance(element, pp.OneOrMore):
         body = f"(?:{_element_pattern(element.expr)})+"
     elif isinstance(element, pp.LineEnd | pp.StringEnd):
-        body = r"\Z"
+        body, atomic = r"\Z", False
     else:
         raise GrammarError(f"cannot compile {type(element).__name__} ({element!r})")
     if element.resultsName:
-        return f"(?P<{element.resultsName}>(?>{body}))"
-    return f"(?>{body})"
+        return f"(?P<{element.resultsName}>{f'(?>{body})' if atomic else body})"
+    return f"(?>{body})" if atomic else body
 
 
-def event_builder(regex: re.Pattern[str], kind: str) -> EventBuilder:
-    """Generate the function that turns a match of ``regex`` into an :class:`Event` of ``kind``.
+def to_regex(element: pp.ParserElement) -> str:
+    """The regular expression ``element`` (whitespace left alone) stands for."""
+    return _element_pattern(element)
 
-    Named groups whose name is an ``Event`` field fill that field; the function builds the
-    tuple positionally (the fastest way Python has to build a record), so it is generated once
-    per grammar, the way ``dataclasses`` generates ``__init__``.
+
+@dataclass(frozen=True)
+class Message:
+    """One kind of message a log line can carry, after its envelope."""
+
+    name: str  # a Python identifier, unique in its family
+    kind: str  # the Kind of the events it yields
+    element: pp.ParserElement
+
+
+Derived = dict[str, tuple[Callable[..., object], tuple[str, ...]]]
+"""Event fields computed from other fields: ``{"relay_refused": (function, ("stage", "reason"))}``."""
+
+
+@dataclass(frozen=True)
+class LineGrammar:
+    """A family's whole-line grammar: the envelope, then the first message that matches.
+
+    ``element`` is the pyparsing grammar; ``regex`` the one expression it compiles to, in which
+    every message is a named group (``match.lastgroup`` says which matched) and the groups of
+    message number ``i`` carry the suffix ``_i`` (Python wants group names unique);
+    ``builders`` turn a match into an :class:`Event`.
     """
-    values = []
+
+    element: pp.ParserElement
+    regex: re.Pattern[str]
+    messages: tuple[Message, ...]
+    builders: dict[str, EventBuilder]
+
+    def fields(self, match: re.Match[str]) -> dict[str, str]:
+        """The non-empty named values of a match, under their grammar names (for tests)."""
+        wrappers = {m.name for m in self.messages}
+        return {
+            re.sub(r"_\d+$", "", name): value
+            for name, value in match.groupdict().items()
+            if value is not None and name not in wrappers
+        }
+
+
+def compile_lines(
+    envelope: pp.ParserElement, messages: Sequence[Message], derived: Derived | None = None
+) -> LineGrammar:
+    """Compile ``envelope`` followed by the first of ``messages`` that matches."""
+    envelope = envelope.leave_whitespace()
+    messages = tuple(Message(m.name, m.kind, m.element.leave_whitespace()) for m in messages)
+    element = (envelope + pp.MatchFirst([m.element for m in messages])).leave_whitespace()
+    alternatives = []
+    for number, message in enumerate(messages):
+        body = re.sub(r"\(\?P<(\w+)>", rf"(?P<\1_{number}>", _element_pattern(message.element))
+        alternatives.append(f"(?P<{message.name}>{body})")
+    regex = re.compile(f"{_element_pattern(envelope)}(?>{'|'.join(alternatives)})")
+    builders = {
+        message.name: _event_builder(regex, message.kind, f"_{number}", derived or {})
+        for number, message in enumerate(messages)
+    }
+    return LineGrammar(element.set_name("line"), regex, messages, builders)
+
+
+def _event_builder(
+    regex: re.Pattern[str], kind: str, suffix: str, derived: Derived
+) -> EventBuilder:
+    """Generate the function that turns a match into an :class:`Event` of ``kind``.
+
+    Named groups whose name is an ``Event`` field fill that field (the message's own groups
+    carry ``suffix``).  The function fetches its groups in one call and builds the tuple
+    positionally, the fastest way Python has to build a record; it is generated once per
+    message, the way ``dataclasses`` generates ``__init__``.
+    """
+    indexes: list[int] = []
+    where: dict[str, str] = {}
     for name in EVENT_FIELDS:
-        if name in _ENVELOPE or name == "relay_refused":
-            values.append(name)
+        index = regex.groupindex.get(name + suffix) or regex.groupindex.get(name)
+        if index is not None:
+            where[name] = f"g[{len(indexes)}]"
+            indexes.append(index)
+    values = []
+    namespace: dict[str, Any] = {"new": tuple.__new__, "Event": Event}
+    for name in EVENT_FIELDS:
+        if name == "time":
+            values.append("time")
         elif name == "kind":
             values.append(repr(kind))
-        elif name in regex.groupindex:
-            group = f"g({regex.groupindex[name]})"
-            values.append(
-                f"(None if (v := {group}) is None else int(v))" if name in _INT_FIELDS else group
-            )
+        elif name in derived and all(arg in where for arg in derived[name][1]):
+            function, args = derived[name]
+            namespace[f"derive_{name}"] = function
+            values.append(f"derive_{name}({', '.join(where[a] for a in args)})")
+        elif name in where:
+            value = where[name]
+            values.append(f"(None if {value} is None else int({value}))" if name in _INT_FIELDS else value)
         else:
-            values.append("None")
+            values.append("False" if name in derived else "None")
     source = (
-        "def build(m, time, host, program, pid, relay_refused):\n"
-        "    g = m.group\n"
+        "def build(m, time):\n"
+        f"    g = m.group({', '.join(map(str, indexes))})\n"
         f"    return new(Event, ({', '.join(values)}))\n"
     )
-    namespace: dict[str, Any] = {"new": tuple.__new__, "Event": Event}
-    exec(source, namespace)
+    exec(source, namespace)  # noqa: S102 - the source is built above from field names only
     builder: EventBuilder = namespace["build"]
     return builder
 
 
-@dataclass(frozen=True)
-class Grammar:
-    """A named pyparsing grammar, the regular expression it compiles to and its event builder."""
-
-    name: str
-    element: pp.ParserElement
-    regex: re.Pattern[str]
-    event: EventBuilder
-
-    def parse(self, text: str) -> dict[str, str]:
-        """Parse with pyparsing itself (slow; for tests and the rare irregular line)."""
-        result: dict[str, str] = self.element.parse_string(text).as_dict()
-        return result
-
-
-def compile_grammar(name: str, element: pp.ParserElement, kind: str = "") -> Grammar:
-    """Name ``element``, stop it skipping whitespace and compile it to one regular expression.
-
-    ``kind`` is the :class:`~parsers.events.Kind` of the events the grammar yields.
-    """
-    element = element.leave_whitespace().set_name(name)
-    regex = re.compile(_element_pattern(element))
-    return Grammar(name, element, regex, event_builder(regex, kind))
-
-
 # Tokens shared by the families that log through syslog or name clients the same way.
 
-IPV4 = r"\d{1,3}(?:\.\d{1,3}){3}"
-IP = r"[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]*|" + IPV4
-"""An IPv4 or IPv6 address as MTAs print it (IPv6 unbracketed, possibly IPv4-mapped)."""
+IP = r"[0-9A-Fa-f:.]*[0-9A-Fa-f]"
+"""An IPv4 or IPv6 address as MTAs print it (IPv6 unbracketed, possibly IPv4-mapped).  Kept to
+one character class because alternatives cost the regex engine dearly on every line; the
+classifier checks the address properly."""
 
-MONTHS = "Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec"
-
-SYSLOG_HEADER = (
+SYSLOG_HEADER_START = (
     pp.Regex(
-        rf"(?P<classic>(?:{MONTHS}) {{1,2}}\d{{1,2}} \d\d:\d\d:\d\d)"
-        r"|(?P<rfc3339>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d))"
+        r"(?P<rfc3339>\d\d\d\d-\d\d-\d\dT\d\d:\d\d:\d\d[.\d]*(?:Z|[+-][\d:]+))"
+        r"|(?P<classic>[A-Z][a-z][a-z] [ \d]?\d \d\d:\d\d:\d\d)"
     ).set_name("timestamp")
     + pp.Literal(" ")
-    + pp.Regex(r"(?P<host>[^\s\[\]:]+)").set_name("host")
+    + pp.Regex(r"(?P<host>[^ ]+)").set_name("host")
     + pp.Literal(" ")
-    + pp.Regex(r"(?P<program>[^\s\[\]:]+)").set_name("program")
-    + pp.Opt(pp.Literal("[") + pp.Regex(r"(?P<pid>\d{1,10})") + pp.Literal("]"))
-    + pp.Literal(": ")
 )
-"""``<time> <host> <program>[<pid>]: `` in classic BSD syslog or RFC 3339 form."""
+"""``<time> <host> `` of a syslog line, classic BSD or RFC 3339 time (the timestamp groups come
+first: ``match.group(1, 2)`` is ``(rfc3339, classic)``).  Character classes are spelled out
+(``[^ ]`` rather than ``\\S``): the regex engine tests them faster."""
+
+PID = pp.Literal("[") + pp.Regex(r"(?P<pid>\d+)").set_name("pid") + pp.Literal("]: ")
+"""``[<pid>]: `` after the program name."""

@@ -10,17 +10,15 @@ a client controls (HELO, MAIL FROM, RCPT TO, AUTH name), so such text cannot bec
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from datetime import tzinfo
-from functools import cache
 from typing import Final
 
 import pyparsing as pp
 
 from parsers.events import Event, Kind
-from parsers.grammar import IP, SYSLOG_HEADER, Grammar, compile_grammar
+from parsers.grammar import IP, PID, SYSLOG_HEADER_START, Message, compile_lines
 from parsers.syslog import SyslogClock
 
 FAMILY: Final = "postfix"
@@ -45,21 +43,22 @@ def _lit(text: str) -> pp.Literal:
     return pp.Literal(text)
 
 
-QUEUE_ID = _re(
-    r"(?P<queue_id>[0-9A-F]{5,12}(?![0-9A-Za-z])|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10,16})",
-    "queue id",
-)
+
+
+QUEUE_ID = _re(r"(?P<queue_id>[0-9A-Z][0-9A-Za-z]{4,})", "queue id")
+"""Short (hex, ``C1D72178141``) or long (``3mPVKl0Mhjz7sXv``) queue ids; never a lowercase
+word such as ``warning`` or ``reject``, and ``NOQUEUE`` is always tried first."""
 CLIENT = (
-    pp.Opt(_re(r"(?P<client_name>[^\s\[\]]+)", "client name"))
+    pp.Opt(_re(r"(?P<client_name>[^ \[\]]+)", "client name"))
     + _lit("[")
     + _re(rf"(?P<client_ip>{IP})", "client ip")
     + _lit("]")
-    + pp.Opt(_lit(":") + _re(r"\d{1,5}", "port"))
+    + pp.Opt(_lit(":") + _re(r"\d+", "port"))
 )
 """``name[ip]`` or ``name[ip]:port``; the name is a validated DNS name or ``unknown``."""
 
 SCREEN_CLIENT = (
-    _lit("[") + _re(rf"(?P<client_ip>{IP})", "client ip") + _lit("]:") + _re(r"\d{1,5}", "port")
+    _lit("[") + _re(rf"(?P<client_ip>{IP})", "client ip") + _lit("]:") + _re(r"\d+", "port")
 )
 """postscreen's ``[ip]:port`` (it never knows the client's name)."""
 
@@ -72,8 +71,7 @@ ADDRESS_SUFFIX = pp.Opt(
 )
 """``; from=<s> to=<r> proto=P helo=<h>`` (postscreen puts commas between the fields)."""
 
-REJECT = compile_grammar(
-    "reject",
+REJECT = (
     pp.Opt((_lit("NOQUEUE") | QUEUE_ID) + _lit(": "))
     + _re(r"(?P<action>reject|milter-reject|defer|discard|hold|reject_warning): ", "action")
     + _re(r"(?P<stage>[A-Z][A-Z-]{2,15}|header|body) from ", "stage")
@@ -82,96 +80,84 @@ REJECT = compile_grammar(
     + pp.Opt(_re(r"(?P<code>[245]\d\d) ", "code"))
     + pp.Opt(_re(r"(?P<enhanced>[245]\.\d{1,3}\.\d{1,3}) ", "enhanced code"))
     + _re(r"(?P<reason>[^;]*(?:;(?! (?:from=<|to=<|proto=))[^;]*)*)", "reason")
-    + ADDRESS_SUFFIX,
-    Kind.REJECT,
+    + ADDRESS_SUFFIX
 )
 """``NOQUEUE: reject: RCPT from name[ip]: 554 5.7.1 <rcpt>: Relay access denied; from=<…> …``."""
 
-PERMIT = compile_grammar(
-    "permit",
+PERMIT = (
     (_lit("NOQUEUE") | QUEUE_ID)
     + _lit(": permit: ")
     + _re(r"(?P<stage>[A-Z][A-Z-]{2,15}) from ", "stage")
     + CLIENT
     + _lit(": ")
     + _re(r"(?P<reason>[^;]*[^; ])(?= ?;|$)", "reason")
-    + ADDRESS_SUFFIX,
-    Kind.PERMIT,
+    + ADDRESS_SUFFIX
 )
 """``NOQUEUE: permit: RCPT from name[ip]: action=permit_mynetworks …; from=<…> to=<…> …``."""
 
-CONNECT = compile_grammar("connect", _lit("connect from ") + CLIENT, Kind.CONNECT)
-DISCONNECT = compile_grammar("disconnect", _lit("disconnect from ") + CLIENT, Kind.DISCONNECT)
+CONNECT = (
+    _lit("connect from ") + CLIENT
+)
+DISCONNECT = (
+    _lit("disconnect from ") + CLIENT
+)
 
-QUEUE_CLIENT = compile_grammar(
-    "client",
+QUEUE_CLIENT = (
     QUEUE_ID
     + _lit(": client=")
     + CLIENT
-    + pp.Opt(_lit(", sasl_method=") + _re(r"(?P<sasl_method>[^,\s]*)", "sasl method"))
-    + pp.Opt(_lit(", sasl_username=") + _re(r"(?P<sasl_user>[^,]*)", "sasl user")),
-    Kind.CLIENT,
+    + pp.Opt(_lit(", sasl_method=") + _re(r"(?P<sasl_method>[^, ]*)", "sasl method"))
+    + pp.Opt(_lit(", sasl_username=") + _re(r"(?P<sasl_user>[^,]*)", "sasl user"))
 )
 """``QID: client=name[ip], sasl_method=PLAIN, sasl_username=alice@example.test``."""
 
-AUTH_FAILED = compile_grammar(
-    "auth failed",
+AUTH_FAILED = (
     _lit("warning: ")
     + CLIENT
     + _lit(": SASL ")
     + _re(r"(?P<sasl_method>[-\w]+)", "sasl method")
     + _lit(" authentication failed")
     + _re(r":? ?(?P<reason>[^,]*(?:,(?! sasl_username=)[^,]*){0,16})", "reason")
-    + pp.Opt(_lit(", sasl_username=") + _re(r"(?P<sasl_user>.*)", "sasl user")),
-    Kind.AUTH_FAILED,
+    + pp.Opt(_lit(", sasl_username=") + _re(r"(?P<sasl_user>.*)", "sasl user"))
 )
 """``warning: name[ip]: SASL LOGIN authentication failed: reason, sasl_username=u``."""
 
-CLIENT_NOTE = compile_grammar(
-    "client note",
+CLIENT_NOTE = (
     _re(
-        r"(?:NOQUEUE: )?(?P<reason>[^\[\]]{1,200}?"
+        r"(?!(?!NOQUEUE)[0-9A-Z][0-9A-Za-z]{4,}: )(?:NOQUEUE: )?(?P<reason>[^\[\]]{1,200}?"
         r"(?: after (?P<stage>[A-Z]+)(?: \([^()]*\))?)?) from ",
         "note",
     )
-    + CLIENT,
-    Kind.CLIENT_NOTE,
+    + CLIENT
 )
-"""Any other line where Postfix names a client: ``lost connection after AUTH from name[ip]`` …"""
+"""Any other line where Postfix names a client: ``lost connection after AUTH from name[ip]`` ….
+Never a line that starts with a queue id: those carry message content (``reject: header …``),
+which is the client's and may contain anything."""
 
-UNRESOLVED = compile_grammar(
-    "hostname does not resolve",
-    _re(r"(?P<reason>warning: hostname (?P<client_name>\S+) does not resolve to address) ", "note")
-    + _re(rf"(?P<client_ip>{IP})", "client ip"),
-    Kind.CLIENT_NOTE,
+UNRESOLVED = (
+    _re(r"(?P<reason>warning: hostname (?P<client_name>[^ ]+) does not resolve to address) ", "note")
+    + _re(rf"(?P<client_ip>{IP})", "client ip")
 )
 """``warning: hostname bad.example.com does not resolve to address 192.0.2.44``."""
 
-SCREEN_CONNECT = compile_grammar(
-    "postscreen connect", _lit("CONNECT from ") + SCREEN_CLIENT, Kind.SCREEN_CONNECT
+SCREEN_CONNECT = (
+    _lit("CONNECT from ") + SCREEN_CLIENT
 )
-SCREEN_PASS = compile_grammar(
-    "postscreen pass",
-    _re(r"(?P<reason>PASS (?:NEW|OLD)) ", "pass") + SCREEN_CLIENT,
-    Kind.SCREEN_PASS,
+SCREEN_PASS = (
+    _re(r"(?P<reason>PASS (?:NEW|OLD)) ", "pass") + SCREEN_CLIENT
 )
-SCREEN_NOTE = compile_grammar(
-    "postscreen note",
-    _re(r"(?P<reason>[A-Z][A-Z][^\[\]]{1,80}?)(?: from| for)? (?=\[)", "verdict") + SCREEN_CLIENT,
-    Kind.CLIENT_NOTE,
+SCREEN_NOTE = (
+    _re(r"(?P<reason>[A-Z][A-Z][^\[\]]{1,80}?)(?: from| for)? (?=\[)", "verdict") + SCREEN_CLIENT
 )
 """``PREGREET 14 after 0.08 from [ip]:port``, ``HANGUP after 16 from [ip]:port`` …"""
 
-MESSAGE_ID = compile_grammar(
-    "message-id",
-    QUEUE_ID + _lit(": message-id=") + _re(r"<?(?P<message_id>[^<>\s]*)>?", "message id"),
-    Kind.MESSAGE_ID,
+MESSAGE_ID = (
+    QUEUE_ID + _lit(": message-id=") + _re(r"<?(?P<message_id>[^<> ]*)>?", "message id")
 )
-QUEUED = compile_grammar(
-    "queued",
+QUEUED = (
     QUEUE_ID
     + _lit(": from=")
-    + _re(r"<?(?P<sender>[^<>,\s]*)>?, ", "sender")
+    + _re(r"<?(?P<sender>[^<>, ]*)>?, ", "sender")
     + pp.MatchFirst(
         [
             _lit("size=")
@@ -180,88 +166,78 @@ QUEUED = compile_grammar(
             + _re(r"(?P<nrcpt>\d+)", "recipients"),
             _lit("status=") + _re(r"(?P<status>expired)", "status"),
         ]
-    ),
-    Kind.QUEUED,
+    )
 )
 """qmgr's ``QID: from=<sender>, size=462, nrcpt=1 (queue active)``, or ``… status=expired``."""
 
-REMOVED = compile_grammar("removed", QUEUE_ID + _lit(": removed"), Kind.REMOVED)
-PICKUP = compile_grammar(
-    "pickup",
+REMOVED = (
+    QUEUE_ID + _lit(": removed")
+)
+PICKUP = (
     QUEUE_ID
     + _lit(": uid=")
     + _re(r"\d+", "uid")
     + _lit(" from=<")
-    + _re(r"(?P<sender>[^>]*)", "sender"),
-    Kind.PICKUP,
+    + _re(r"(?P<sender>[^>]*)", "sender")
 )
-DELIVERY = compile_grammar(
-    "delivery",
+DELIVERY = (
     QUEUE_ID
     + _lit(": to=<")
     + _re(r"(?P<recipient>[^>]*)", "recipient")
     + _lit(">, ")
     + pp.Opt(_lit("orig_to=<") + _re(r"(?P<orig_recipient>[^>]*)", "original") + _lit(">, "))
     + _lit("relay=")
-    + _re(r"(?P<relay>[^,\s]+)", "relay")
-    + _re(r"(?:, (?!dsn=)[a-z_]+=[^,\s]*){0,8}", "timings")
+    + _re(r"(?P<relay>[^, ]+)", "relay")
+    + pp.Opt(_lit(", conn_use=") + _re(r"\d+", "connection use"))
+    + _lit(", delay=")
+    + _re(r"[^,]*", "delay")
+    + pp.Opt(_lit(", delays=") + _re(r"[^,]*", "delays"))
     + _lit(", dsn=")
     + _re(r"(?P<enhanced>\d\.\d{1,3}\.\d{1,3})", "dsn")
     + _lit(", status=")
     + _re(r"(?P<status>[a-z]+)", "status")
-    + pp.Opt(_re(r" \((?P<reason>.*)\)", "status text")),
-    Kind.DELIVERY,
+    + pp.Opt(_re(r" \((?P<reason>.*)\)", "status text"))
 )
 """``QID: to=<r>, orig_to=<a>, relay=host[ip]:25, delay=…, dsn=2.0.0, status=sent (250 Ok)``."""
 
 
-HEADER = compile_grammar("syslog header", SYSLOG_HEADER)
-
-_SMTPD: Final = (
-    ("connect from ", CONNECT),
-    ("disconnect from ", DISCONNECT),
-    ("", QUEUE_CLIENT),
-    ("", REJECT),
-    ("warning: hostname ", UNRESOLVED),
-    ("warning: ", AUTH_FAILED),
-    ("", PERMIT),
-    ("", CLIENT_NOTE),
+MESSAGES: Final = (  # the most frequent first; the catch-alls last
+    Message("delivery", Kind.DELIVERY, DELIVERY),
+    Message("connect", Kind.CONNECT, CONNECT),
+    Message("disconnect", Kind.DISCONNECT, DISCONNECT),
+    Message("queued", Kind.QUEUED, QUEUED),
+    Message("client", Kind.CLIENT, QUEUE_CLIENT),
+    Message("message_id", Kind.MESSAGE_ID, MESSAGE_ID),
+    Message("removed", Kind.REMOVED, REMOVED),
+    Message("screen_connect", Kind.SCREEN_CONNECT, SCREEN_CONNECT),
+    Message("screen_pass", Kind.SCREEN_PASS, SCREEN_PASS),
+    Message("reject", Kind.REJECT, REJECT),
+    Message("permit", Kind.PERMIT, PERMIT),
+    Message("unresolved", Kind.CLIENT_NOTE, UNRESOLVED),
+    Message("auth_failed", Kind.AUTH_FAILED, AUTH_FAILED),
+    Message("pickup", Kind.PICKUP, PICKUP),
+    Message("client_note", Kind.CLIENT_NOTE, CLIENT_NOTE),
+    Message("screen_note", Kind.CLIENT_NOTE, SCREEN_NOTE),
 )
-_DELIVERY: Final = (("", DELIVERY),)
-DISPATCH: Final[dict[str, tuple[tuple[str, Grammar], ...]]] = {
-    "smtpd": _SMTPD,
-    "qmgr": (("", QUEUED), ("", REMOVED)),
-    "cleanup": (("", MESSAGE_ID), ("", REJECT)),
-    "postscreen": (
-        ("CONNECT from ", SCREEN_CONNECT),
-        ("PASS ", SCREEN_PASS),
-        ("", REJECT),
-        ("", SCREEN_NOTE),
-    ),
-    "pickup": (("", PICKUP),),
-    "postsuper": (("", REMOVED),),
-    **{agent: _DELIVERY for agent in DELIVERY_AGENTS},
-}
-"""For each Postfix program (the last part of its syslog name), the grammars to try in order,
-each behind a literal prefix the message must start with (checked first, it is cheaper)."""
 
 
-@cache
-def grammars() -> tuple[Grammar, ...]:
-    """Every Postfix grammar, for tests and the ``parse`` dry run."""
-    return tuple({g.name: g for table in DISPATCH.values() for _, g in table}.values())
-
-
-def relay_refused(reject: re.Match[str]) -> bool:
-    """Whether a matched reject refuses a recipient as a relay.
+def relay_refused(stage: str | None, reason: str | None) -> bool:
+    """Whether a reject refuses a recipient as a relay.
 
     Only the text after ``<recipient>: `` is Postfix's own; the address is the client's.
     """
-    if reject["stage"] != "RCPT":
+    if stage != "RCPT" or reason is None:
         return False
-    reason = reject["reason"]
     verdict = reason.rpartition(">: ")[2] if reason.startswith("<") else reason
     return verdict in RELAY_REFUSALS
+
+
+ENVELOPE: Final = SYSLOG_HEADER_START + _re(r"(?P<program>[^ \[/]+/[^ \[]+)", "program") + PID
+"""``<time> <host> postfix…/<service>[<pid>]: ``: Postfix names its programs with a slash."""
+
+LINE: Final = compile_lines(
+    ENVELOPE, MESSAGES, derived={"relay_refused": (relay_refused, ("stage", "reason"))}
+)
 
 
 class PostfixParser:
@@ -276,34 +252,19 @@ class PostfixParser:
 
     def __init__(self, now: Callable[[], float] = time.time, tz: tzinfo | None = None) -> None:
         self._clock = SyslogClock(now, tz)
+        self._rfc3339 = self._clock.rfc3339
 
     def parse(self, line: str) -> Event | None:
-        header = _HEADER_MATCH(line)
-        if header is None:
+        m = _MATCH(line)
+        if m is None:
             return None
-        program = header["program"]
-        table = DISPATCH.get(program.rpartition("/")[2])
-        if table is None:
+        rfc3339, classic = m.group(1, 2)
+        try:
+            when = self._rfc3339(rfc3339) if rfc3339 else self._clock.classic(classic)
+        except ValueError:  # a day or hour out of range: not a real timestamp
             return None
-        start = header.end()
-        for prefix, grammar in table:
-            if prefix and not line.startswith(prefix, start):
-                continue
-            m = grammar.regex.match(line, start)
-            if m is None:
-                continue
-            try:
-                stamp = header["classic"]
-                when = self._clock.classic(stamp) if stamp else _rfc3339(header["rfc3339"])
-            except ValueError:  # a day or hour out of range: not a real timestamp
-                return None
-            pid = header["pid"]
-            return grammar.event(
-                m, when, header["host"], program, int(pid) if pid else None,
-                grammar is REJECT and relay_refused(m),
-            )  # fmt: skip
-        return None
+        return _BUILDERS[m.lastgroup](m, when)  # type: ignore[index]
 
 
-_HEADER_MATCH = HEADER.regex.match
-_rfc3339 = SyslogClock.rfc3339
+_MATCH = LINE.regex.match
+_BUILDERS = LINE.builders

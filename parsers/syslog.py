@@ -29,12 +29,15 @@ class SyslogClock:
         self._now = now
         self._tz = tz
         self._classic: dict[str, float] = {}
+        self._rfc3339: dict[str, float] = {}
 
     def classic(self, stamp: str) -> float:
         cached = self._classic.get(stamp)
         if cached is not None:
             return cached
         month_name, day, clock = stamp.split()
+        if month_name not in _MONTHS:
+            raise ValueError(f"no month {month_name!r}")
         hour, minute, second = clock.split(":")
         now = self._now()
         year = datetime.fromtimestamp(now, self._tz).year
@@ -58,6 +61,14 @@ class SyslogClock:
                 continue
         raise ValueError(f"no year has {month}-{day}")
 
-    @staticmethod
-    def rfc3339(stamp: str) -> float:
-        return datetime.fromisoformat(stamp).timestamp()
+    def rfc3339(self, stamp: str) -> float:
+        """``2026-11-30T08:09:24.188092+00:00``; cached per second and zone, fraction added."""
+        zone = 1 if stamp[-1] == "Z" else 6 if stamp[-3] == ":" else 5
+        second, fraction = stamp[:19] + stamp[-zone:], stamp[19:-zone]
+        epoch = self._rfc3339.get(second)
+        if epoch is None:
+            epoch = datetime.fromisoformat(second).timestamp()
+            if len(self._rfc3339) >= _CACHE_LIMIT:
+                self._rfc3339.clear()
+            self._rfc3339[second] = epoch
+        return epoch + float(fraction) if fraction else epoch

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import base64
-import ipaddress
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -13,7 +12,7 @@ from api.schemas import OffenderDetail, OffenderList
 from detector.decide import decisions_for
 from detector.errors import InputError
 from detector.render import render_offenders
-from detector.store.queries import evidence, get_offender, iso, list_offenders
+from detector.store.queries import evidence, get_offender, iso, list_offenders, normalise_ip
 
 router = APIRouter(prefix="/v1/offenders", tags=["offenders"])
 
@@ -68,10 +67,7 @@ def offenders(
 @router.get("/{ip}", response_model=OffenderDetail)
 def offender(connection: DbConnection, ip: str) -> OffenderDetail:
     """One offender with its decisions and its latest relay transactions, with their log lines."""
-    try:
-        ip = str(ipaddress.ip_address(ip))
-    except ValueError:
-        raise InputError(f"{ip!r} is not an IP address") from None
+    ip = normalise_ip(ip)
     now = datetime.now(UTC)
     found = get_offender(connection, ip, now)
     decisions = [

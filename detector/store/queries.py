@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -165,7 +166,16 @@ def _offenders_since(
     return offenders
 
 
+def normalise_ip(text: str) -> str:
+    """The canonical spelling of an address (``0:0:0:0:0:0:0:1`` is ``::1``)."""
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise InputError(f"{text!r} is not an IP address") from None
+
+
 def get_offender(connection: Connection, ip: str, now: datetime) -> Offender:
+    ip = normalise_ip(ip)
     row = connection.execute(select(OffenderRow.__table__).where(OffenderRow.ip == ip)).first()
     if row is None:
         raise NotFound(f"{ip} has no relay attempts stored")
@@ -259,7 +269,7 @@ def list_transactions(
     if direction is not None:
         matching = select(RecipientRow.transaction_id).where(RecipientRow.direction == direction)
         query = query.where(TransactionRow.id.in_(matching))
-    if cursor is not None:
+    if cursor:
         started, txn_id = decode_cursor(cursor)
         query = query.where(
             tuple_(TransactionRow.started_at, TransactionRow.id) < (started, txn_id)

@@ -14,7 +14,7 @@ from detector.logfile import MAX_LINE, ReadCounts, fingerprint, open_log, read_l
 def read(path: Path) -> tuple[list[tuple[int, str]], ReadCounts]:
     counts = ReadCounts()
     with open_log(path) as handle:
-        return list(read_lines(handle, counts)), counts
+        return list(read_lines(handle, counts, str(path))), counts
 
 
 def test_offsets_point_at_the_start_of_each_line(tmp_path: Path) -> None:

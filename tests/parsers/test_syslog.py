@@ -34,8 +34,13 @@ def test_february_29th_finds_its_leap_year() -> None:
     assert clock.classic("Feb 29 12:00:00") == at(2024, 2, 29, 12)
 
 
-def test_rfc3339_offsets_are_honoured() -> None:
-    assert SyslogClock.rfc3339("2026-11-30T09:00:00.25+01:00") == at(2026, 11, 30, 8, 0) + 0.25
+def test_rfc3339_offsets_and_fractions_are_honoured() -> None:
+    clock = SyslogClock()
+    expected = at(2026, 11, 30, 8, 0) + 0.25
+    assert clock.rfc3339("2026-11-30T09:00:00.25+01:00") == expected
+    assert clock.rfc3339("2026-11-30T09:00:00.250000+0100") == expected
+    assert clock.rfc3339("2026-11-30T08:00:00.25Z") == expected
+    assert clock.rfc3339("2026-11-30T03:00:00-05:00") == at(2026, 11, 30, 8, 0)
 
 
 def test_impossible_dates_yield_no_event() -> None:
