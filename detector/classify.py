@@ -14,7 +14,6 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import replace
 from functools import lru_cache
 
 from detector.config import NetworkSettings
@@ -31,6 +30,7 @@ from detector.transactions import (
 from parsers.postfix import LOCAL_AGENTS
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+EXT_TO_EXT = direction(EXTERNAL, EXTERNAL)
 
 
 def destination_domain(address: str) -> str:
@@ -117,7 +117,7 @@ class Classifier:
         sender_local = None
         if txn.sender:
             sender_local = self.is_local_domain(destination_domain(txn.sender))
-        return replace(txn, recipients=recipients, internal=internal, sender_local=sender_local)
+        return txn._replace(recipients=recipients, internal=internal, sender_local=sender_local)
 
     def _recipient(
         self, rcpt: Recipient, internal: bool, outside_client: bool, client_side: str
@@ -125,21 +125,17 @@ class Classifier:
         domain = destination_domain(rcpt.address)
         if rcpt.agent in LOCAL_AGENTS and rcpt.outcome == Outcome.DELIVERED:
             plain = rcpt.address.rpartition("@")[2].lower()  # the server delivered it here
-            return replace(rcpt, domain=plain, direction=direction(client_side, INTERNAL))
+            return rcpt.labelled(plain, direction(client_side, INTERNAL), None)
         local = self.is_local_domain(domain)
         attempt = None
         if rcpt.refused_as_relay:
             if local or internal:
                 self.mismatches[domain if local else "client"] += 1
-            return replace(
-                rcpt, domain=domain, direction=direction(EXTERNAL, EXTERNAL), relay_attempt=REFUSED
-            )
+            return rcpt.labelled(domain, EXT_TO_EXT, REFUSED)
         if outside_client and not local and rcpt.outcome != Outcome.REJECTED:
             attempt = ACCEPTED
         side = INTERNAL if local else EXTERNAL
-        return replace(
-            rcpt, domain=domain, direction=direction(client_side, side), relay_attempt=attempt
-        )
+        return rcpt.labelled(domain, direction(client_side, side), attempt)
 
 
 def _address(ip: str) -> IPAddress | None:

@@ -10,7 +10,7 @@ event for a while (in log time) is flushed as it stands.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from detector.transactions import Outcome, Recipient, Transaction
 from parsers.events import Event, Kind
@@ -189,8 +189,8 @@ class Correlator:
         elif event.status == "expired":
             for key, recipient in message.recipients.items():
                 if recipient.outcome in (Outcome.DEFERRED, Outcome.QUEUED):
-                    message.recipients[key] = replace(
-                        recipient, outcome=Outcome.EXPIRED, time=event.time
+                    message.recipients[key] = recipient._replace(
+                        outcome=Outcome.EXPIRED, time=event.time
                     )
         else:
             message.sender = event.sender

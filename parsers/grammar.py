@@ -30,9 +30,12 @@ class GrammarError(Exception):
     """A grammar uses a pyparsing construct the compiler does not translate."""
 
 
-def _element_pattern(element: pp.ParserElement) -> str:
+def _element_pattern(element: pp.ParserElement, leaves: dict[str, int] | None = None) -> str:
+    """The regex for ``element``; a sub-element named in ``leaves`` becomes a named group whose
+    inner groups carry the suffix ``_<number>`` (Python wants group names unique)."""
     if element.skipWhitespace:
         raise GrammarError(f"{element!r} skips whitespace; call leave_whitespace() on the grammar")
+    leaves = leaves or {}
     body: str
     atomic = True  # pyparsing commits to what an element matched; so must the regex
     if isinstance(element, pp.Regex):
@@ -42,23 +45,27 @@ def _element_pattern(element: pp.ParserElement) -> str:
     elif isinstance(element, pp.Literal):  # also matches _SingleCharLiteral
         body, atomic = re.escape(element.match), False  # matches one way only
     elif isinstance(element, pp.Suppress):
-        body, atomic = _element_pattern(element.expr), False
+        body, atomic = _element_pattern(element.expr, leaves), False
     elif isinstance(element, pp.And):  # its parts are atomic already
-        body, atomic = "".join(_element_pattern(e) for e in element.exprs), False
+        body, atomic = "".join(_element_pattern(e, leaves) for e in element.exprs), False
     elif isinstance(element, pp.MatchFirst):
-        body = "|".join(_element_pattern(e) for e in element.exprs)
+        body = "|".join(_element_pattern(e, leaves) for e in element.exprs)
     elif isinstance(element, pp.Opt):
-        body = f"(?:{_element_pattern(element.expr)})?"
+        body = f"(?:{_element_pattern(element.expr, leaves)})?"
     elif isinstance(element, pp.ZeroOrMore):
-        body = f"(?:{_element_pattern(element.expr)})*"
+        body = f"(?:{_element_pattern(element.expr, leaves)})*"
     elif isinstance(element, pp.OneOrMore):
-        body = f"(?:{_element_pattern(element.expr)})+"
+        body = f"(?:{_element_pattern(element.expr, leaves)})+"
     elif isinstance(element, pp.LineEnd | pp.StringEnd):
         body, atomic = r"\Z", False
     else:
         raise GrammarError(f"cannot compile {type(element).__name__} ({element!r})")
-    if element.resultsName:
-        return f"(?P<{element.resultsName}>{f'(?>{body})' if atomic else body})"
+    name = element.resultsName
+    if name in leaves:
+        body = re.sub(r"\(\?P<(\w+)>", rf"(?P<\1_{leaves[name]}>", body)
+        return f"(?P<{name}>(?>{body}))"
+    if name:
+        return f"(?P<{name}>{f'(?>{body})' if atomic else body})"
     return f"(?>{body})" if atomic else body
 
 
@@ -74,6 +81,10 @@ class Message:
     name: str  # a Python identifier, unique in its family
     kind: str  # the Kind of the events it yields
     element: pp.ParserElement
+
+    def __call__(self) -> pp.ParserElement:
+        """The message's grammar, marked so the compiler knows where it starts and ends."""
+        return self.element.copy().set_results_name(self.name)
 
 
 Derived = dict[str, tuple[Callable[..., object], tuple[str, ...]]]
@@ -104,24 +115,35 @@ class LineGrammar:
             if value is not None and name not in wrappers
         }
 
+    def parse_fields(self, line: str) -> dict[str, str] | None:
+        """What pyparsing itself makes of ``line``, in the form of :meth:`fields` (for tests)."""
+        try:
+            result = self.element.parse_string(line).as_dict()
+        except pp.ParseException:
+            return None
+        wrappers = {m.name for m in self.messages}
+        return {k: v for k, v in result.items() if v is not None and k not in wrappers}
+
 
 def compile_lines(
-    envelope: pp.ParserElement, messages: Sequence[Message], derived: Derived | None = None
+    envelope: pp.ParserElement,
+    body: pp.ParserElement,
+    messages: Sequence[Message],
+    derived: Derived | None = None,
 ) -> LineGrammar:
-    """Compile ``envelope`` followed by the first of ``messages`` that matches."""
-    envelope = envelope.leave_whitespace()
-    messages = tuple(Message(m.name, m.kind, m.element.leave_whitespace()) for m in messages)
-    element = (envelope + pp.MatchFirst([m.element for m in messages])).leave_whitespace()
-    alternatives = []
-    for number, message in enumerate(messages):
-        body = re.sub(r"\(\?P<(\w+)>", rf"(?P<\1_{number}>", _element_pattern(message.element))
-        alternatives.append(f"(?P<{message.name}>{body})")
-    regex = re.compile(f"{_element_pattern(envelope)}(?>{'|'.join(alternatives)})")
+    """Compile ``envelope + body``, where ``body`` is built from the messages' marked grammars
+    (``message()``), possibly behind shared prefixes such as a queue id."""
+    element = (envelope + body).leave_whitespace().set_name("line")
+    leaves = {message.name: number for number, message in enumerate(messages)}
+    regex = re.compile(_element_pattern(element, leaves))
+    missing = [m.name for m in messages if m.name not in regex.groupindex]
+    if missing:
+        raise GrammarError(f"messages not in the grammar: {', '.join(missing)}")
     builders = {
         message.name: _event_builder(regex, message.kind, f"_{number}", derived or {})
         for number, message in enumerate(messages)
     }
-    return LineGrammar(element.set_name("line"), regex, messages, builders)
+    return LineGrammar(element, regex, tuple(messages), builders)
 
 
 def _event_builder(
@@ -154,7 +176,9 @@ def _event_builder(
             values.append(f"derive_{name}({', '.join(where[a] for a in args)})")
         elif name in where:
             value = where[name]
-            values.append(f"(None if {value} is None else int({value}))" if name in _INT_FIELDS else value)
+            values.append(
+                f"(None if {value} is None else int({value}))" if name in _INT_FIELDS else value
+            )
         else:
             values.append("False" if name in derived else "None")
     source = (

@@ -86,8 +86,8 @@ class TransactionRow(Base):
     line_offsets: Mapped[str] = mapped_column(Text)  # all its lines, comma separated
     host: Mapped[str] = mapped_column(String(255))
     queue_id: Mapped[str | None] = mapped_column(String(64))
-    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    ended_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    started_at: Mapped[float] = mapped_column(Float)  # UTC epoch seconds (bulk-written)
+    ended_at: Mapped[float] = mapped_column(Float)
     client_ip: Mapped[str | None] = mapped_column(String(45))
     client_name: Mapped[str | None] = mapped_column(String(255))
     helo: Mapped[str | None] = mapped_column(Text)

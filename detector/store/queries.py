@@ -185,7 +185,7 @@ def get_offender(connection: Connection, ip: str, now: datetime) -> Offender:
 def transaction_json(row: Any, recipients: list[Any]) -> dict[str, Any]:
     return {
         "id": row.id, "host": row.host, "queue_id": row.queue_id,
-        "started_at": iso(row.started_at), "ended_at": iso(row.ended_at),
+        "started_at": iso(_utc(row.started_at)), "ended_at": iso(_utc(row.ended_at)),
         "client_ip": row.client_ip, "client_name": row.client_name, "helo": row.helo,
         "sasl_user": row.sasl_user, "sender": row.sender, "message_id": row.message_id,
         "size": row.size, "internal": row.internal, "reject_reason": row.reject_reason,
@@ -237,16 +237,20 @@ def evidence(connection: Connection, ip: str, limit: int = 100) -> list[dict[str
     return [{**transaction_json(row, recipients[row.id]), "lines": lines[row.id]} for row in rows]
 
 
-def encode_cursor(started_at: datetime, txn_id: int) -> str:
-    raw = f"{started_at.timestamp()!r}:{txn_id}".encode()
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def encode_cursor(started_at: float, txn_id: int) -> str:
+    raw = f"{started_at!r}:{txn_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, int]:
+def decode_cursor(cursor: str) -> tuple[float, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, txn_id = raw.split(":")
-        return datetime.fromtimestamp(float(stamp), UTC), int(txn_id)
+        return float(stamp), int(txn_id)
     except (ValueError, UnicodeDecodeError):
         raise InputError(f"invalid cursor {cursor!r}") from None
 
@@ -265,7 +269,7 @@ def list_transactions(
     if client_ip is not None:
         query = query.where(TransactionRow.client_ip == client_ip)
     if since is not None:
-        query = query.where(TransactionRow.started_at >= since)
+        query = query.where(TransactionRow.started_at >= since.timestamp())
     if direction is not None:
         matching = select(RecipientRow.transaction_id).where(RecipientRow.direction == direction)
         query = query.where(TransactionRow.id.in_(matching))

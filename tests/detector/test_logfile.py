@@ -61,3 +61,39 @@ def test_missing_and_directory_paths_are_input_errors(tmp_path: Path) -> None:
         open_log(tmp_path / "absent.log")
     with pytest.raises(InputError, match="is a directory"):
         open_log(tmp_path)
+
+
+def _reference(data: bytes) -> list[tuple[int, str]]:
+    """What read_lines must yield, computed the slow, obvious way."""
+    out, offset = [], 0
+    for raw in data.split(b"\n")[: -1 if data.endswith(b"\n") else None]:
+        text = raw[:MAX_LINE].replace(b"\x00", b"\xef\xbf\xbd").decode("utf-8", "replace")
+        out.append((offset, text.rstrip("\r")))
+        offset += len(raw) + 1
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_chunked_reading_equals_line_by_line_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    import random
+
+    from detector import logfile
+
+    rnd = random.Random(seed)
+    monkeypatch.setattr(logfile, "CHUNK", rnd.choice([7, 64, 1000, 70_000]))
+    pieces = [b"plain ascii", b"caf\xc3\xa9", b"\xff\xfe bad", b"nul\x00", b"cr\r", b""]
+    lines = []
+    for _ in range(rnd.randint(1, 30)):
+        line = rnd.choice(pieces) * rnd.randint(1, 3)
+        if rnd.random() < 0.1:
+            line = b"x" * rnd.randint(MAX_LINE - 2, MAX_LINE + 150_000)
+        lines.append(line)
+    data = b"\n".join(lines) + (b"\n" if rnd.random() < 0.7 else b"")
+    path = tmp_path / "mail.log"
+    path.write_bytes(data)
+    got, counts = read(path)
+    assert got == _reference(data)
+    assert counts.bytes == len(data) and counts.lines == len(got)
+    assert counts.cut == sum(1 for line in data.split(b"\n") if len(line) > MAX_LINE)
