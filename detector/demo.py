@@ -41,7 +41,7 @@ def prepare_demo(directory: Path, lines: int, listen: str) -> tuple[Settings, st
         stale.unlink(missing_ok=True)
     # the sample ends about now, so the blocks it earns are still in force
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=40)
-    truth = write_log(log, lines, seed=2026, start=start, host="mx1")
+    truth = write_log(log, lines, seed=2026, start=start, host="mx1", open_relay_clients=1)
     config = directory / "relaywatch.toml"
     config.write_text(DEMO_CONFIG.format(database=database, log=log, listen=listen))
     settings = load_settings(config, environ={})

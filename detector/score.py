@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, case, delete, func, insert, select
@@ -41,19 +40,30 @@ class Scorer:
         self.scoring = scoring
         self.never_block = never_block
 
-    def rescore(self, connection: Connection, ips: Iterable[str]) -> list[Decision]:
-        """Refresh the offenders ``ips`` and return the blocks their attempts call for."""
-        wanted = sorted(set(ips))
+    def rescore(self, connection: Connection, new_attempts: dict[str, float]) -> list[Decision]:
+        """Refresh the offenders given (with the time of their earliest new relay attempt) and
+        return the blocks their attempts call for."""
+        wanted = sorted(new_attempts)
         decisions: list[Decision] = []
         for chunk_start in range(0, len(wanted), 500):
             chunk = wanted[chunk_start : chunk_start + 500]
             counters = self._counters(connection, chunk)
+            peaks = {
+                ip: (refused, accepted)
+                for ip, refused, accepted in connection.execute(
+                    select(
+                        OffenderRow.ip, OffenderRow.peak_refused, OffenderRow.peak_accepted
+                    ).where(OffenderRow.ip.in_(chunk))
+                )
+            }
             connection.execute(delete(OffenderRow).where(OffenderRow.ip.in_(chunk)))
             rows = []
             for ip in chunk:
                 if ip not in counters:
                     continue
-                peak_refused, peak_accepted, new = self._windows(connection, ip)
+                peak_refused, peak_accepted, new = self._windows(
+                    connection, ip, new_attempts[ip], peaks.get(ip, (0, 0))
+                )
                 decisions.extend(new)
                 rows.append(self._offender_row(ip, counters[ip], peak_refused, peak_accepted))
             if rows:
@@ -78,18 +88,25 @@ class Scorer:
         )
         return {row[0]: tuple(row[1:]) for row in connection.execute(query)}
 
-    def _windows(self, connection: Connection, ip: str) -> tuple[int, int, list[Decision]]:
-        """Slide the window over ``ip``'s attempts: peak counts, and blocks not yet made."""
+    def _windows(
+        self, connection: Connection, ip: str, since: float, peaks: tuple[int, int]
+    ) -> tuple[int, int, list[Decision]]:
+        """Slide the window over ``ip``'s attempts from the window before ``since`` (its
+        earliest new one): peak counts, and blocks not made yet."""
         window = self.scoring.window.total_seconds()
         attempts = connection.execute(
             select(RecipientRow.time, RecipientRow.relay_attempt)
-            .where(RecipientRow.client_ip == ip, RecipientRow.relay_attempt.is_not(None))
+            .where(
+                RecipientRow.client_ip == ip,
+                RecipientRow.relay_attempt.is_not(None),
+                RecipientRow.time > since - window,
+            )
             .order_by(RecipientRow.time)
         ).all()
         existing = decisions_for(connection, ip)
         refused: deque[float] = deque()
         accepted: deque[float] = deque()
-        peak_refused = peak_accepted = 0
+        peak_refused, peak_accepted = peaks
         new: list[Decision] = []
         refusal = self.never_block.reason(ip)
         for when, kind in attempts:
@@ -147,5 +164,6 @@ class Scorer:
             "last_seen": datetime.fromtimestamp(last, UTC), "relay_attempts": attempts,
             "refused_relays": refused, "accepted_relays": accepted, "recipients": recipients,
             "recipient_domains": domains, "score": score(refused, accepted, domains),
+            "peak_refused": peak_refused, "peak_accepted": peak_accepted,
             "reasons": json.dumps(reasons),
         }  # fmt: skip

@@ -88,7 +88,7 @@ class Message:
 
 
 Derived = dict[str, tuple[Callable[..., object], tuple[str, ...]]]
-"""Event fields computed from other fields: ``{"relay_refused": (function, ("stage", "reason"))}``."""
+"""Event fields computed from others: ``{"relay_refused": (function, ("stage", "reason"))}``."""
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ def _event_builder(
         f"    g = m.group({', '.join(map(str, indexes))})\n"
         f"    return new(Event, ({', '.join(values)}))\n"
     )
-    exec(source, namespace)  # noqa: S102 - the source is built above from field names only
+    exec(source, namespace)  # the source is built above from field names only
     builder: EventBuilder = namespace["build"]
     return builder
 

@@ -116,8 +116,13 @@ class RecipientRow(Base):
             sqlite_where=text("relay_attempt IS NOT NULL"),
             postgresql_where=text("relay_attempt IS NOT NULL"),
         ),
+        Index(
+            "ix_recipients_relay_attempt_times",
+            "time",
+            sqlite_where=text("relay_attempt IS NOT NULL"),
+            postgresql_where=text("relay_attempt IS NOT NULL"),
+        ),
         Index(None, "transaction_id"),
-        Index(None, "time"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -164,6 +169,8 @@ class OffenderRow(Base):
     recipients: Mapped[int] = mapped_column(Integer)
     recipient_domains: Mapped[int] = mapped_column(Integer)
     score: Mapped[float] = mapped_column(Float)
+    peak_refused: Mapped[int] = mapped_column(Integer)  # most refused attempts in one window
+    peak_accepted: Mapped[int] = mapped_column(Integer)  # most accepted relays in one window
     reasons: Mapped[str] = mapped_column(Text)  # JSON list of sentences
 
 

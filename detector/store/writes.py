@@ -59,7 +59,7 @@ _EVIDENCE_COLUMNS = ("transaction_id", "offset", "line")
 
 
 def _bulk_insert(
-    connection: Connection, table: str, columns: Sequence[str], rows: list[tuple[object, ...]]
+    connection: Connection, table: str, columns: Sequence[str], rows: Sequence[tuple[object, ...]]
 ) -> None:
     """``executemany`` straight to the driver: SQLAlchemy's per-row parameter processing costs
     more than the insert itself at ingest rates, and these rows are plain values already."""
@@ -73,15 +73,15 @@ def _bulk_insert(
 
 def insert_transactions(
     connection: Connection, log_file: int, transactions: Sequence[Transaction]
-) -> tuple[list[Transaction], set[str]]:
+) -> tuple[list[Transaction], dict[str, float]]:
     """Store classified transactions not stored before.
 
-    Returns those stored and the client IPs whose relay attempts they add.
+    Returns those stored, and for each client whose relay attempts they add, the earliest.
     """
     present = stored_offsets(connection, log_file, (t.lines[0][0] for t in transactions))
     fresh = [t for t in transactions if t.lines[0][0] not in present]
     if not fresh:
-        return [], set()
+        return [], {}
     rows = []
     for t in fresh:
         recipients = t.recipients
@@ -106,19 +106,19 @@ def insert_transactions(
     )
     recipients_rows: list[tuple[object, ...]] = []
     evidence: list[tuple[object, ...]] = []
-    touched: set[str] = set()
+    touched: dict[str, float] = {}
     for t in fresh:
         txn_id = ids[t.lines[0][0]]
-        has_attempt = False
+        first_attempt = None
         for r in t.recipients:
-            if r.relay_attempt is not None:
-                has_attempt = True
+            if r.relay_attempt is not None and (first_attempt is None or r.time < first_attempt):
+                first_attempt = r.time
             recipients_rows.append((
                 txn_id, r.time, t.client_ip, r.address, r.orig_address, r.domain, r.direction,
                 r.outcome, r.relay_attempt, r.code, r.enhanced, r.reason, r.next_hop, r.agent,
             ))  # fmt: skip
-        if has_attempt and t.client_ip is not None:
-            touched.add(t.client_ip)
+        if first_attempt is not None and t.client_ip is not None:
+            touched[t.client_ip] = min(first_attempt, touched.get(t.client_ip, first_attempt))
             evidence.extend((txn_id, offset, line) for offset, line in dict(t.lines).items())
     _bulk_insert(connection, "recipients", _RECIPIENT_COLUMNS, recipients_rows)
     _bulk_insert(connection, "evidence_lines", _EVIDENCE_COLUMNS, evidence)

@@ -1,8 +1,8 @@
-"""relay transactions, offenders and decisions
+"""initial schema
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-30 08:49:22.910566
+Create Date: 2026-11-30 09:39:41.986818
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ def upgrade() -> None:
         sa.Column("recipients", sa.Integer(), nullable=False),
         sa.Column("recipient_domains", sa.Integer(), nullable=False),
         sa.Column("score", sa.Float(), nullable=False),
+        sa.Column("peak_refused", sa.Integer(), nullable=False),
+        sa.Column("peak_accepted", sa.Integer(), nullable=False),
         sa.Column("reasons", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("ip", name=op.f("pk_offenders")),
     )
@@ -156,13 +158,19 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("recipients", schema=None) as batch_op:
         batch_op.create_index(
+            "ix_recipients_relay_attempt_times",
+            ["time"],
+            unique=False,
+            sqlite_where=sa.text("relay_attempt IS NOT NULL"),
+            postgresql_where=sa.text("relay_attempt IS NOT NULL"),
+        )
+        batch_op.create_index(
             "ix_recipients_relay_attempts",
             ["client_ip", "time"],
             unique=False,
             sqlite_where=sa.text("relay_attempt IS NOT NULL"),
             postgresql_where=sa.text("relay_attempt IS NOT NULL"),
         )
-        batch_op.create_index(batch_op.f("ix_recipients_time"), ["time"], unique=False)
         batch_op.create_index(
             batch_op.f("ix_recipients_transaction_id"), ["transaction_id"], unique=False
         )
@@ -172,9 +180,13 @@ def downgrade() -> None:
 
     with op.batch_alter_table("recipients", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_recipients_transaction_id"))
-        batch_op.drop_index(batch_op.f("ix_recipients_time"))
         batch_op.drop_index(
             "ix_recipients_relay_attempts",
+            sqlite_where=sa.text("relay_attempt IS NOT NULL"),
+            postgresql_where=sa.text("relay_attempt IS NOT NULL"),
+        )
+        batch_op.drop_index(
+            "ix_recipients_relay_attempt_times",
             sqlite_where=sa.text("relay_attempt IS NOT NULL"),
             postgresql_where=sa.text("relay_attempt IS NOT NULL"),
         )

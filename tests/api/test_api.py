@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine
 
 from api.main import create_app
 from detector.config import Settings, load_settings
