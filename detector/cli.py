@@ -20,8 +20,7 @@ import click
 
 from detector.config import FORMATS, Settings, format_duration, load_settings, parse_duration
 from detector.errors import RelaywatchError
-from detector.render import render_offenders
-from detector.store.queries import iso
+from detector.render import iso, render_offenders
 
 log = logging.getLogger("relaywatch")
 

@@ -5,8 +5,19 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from detector.store.queries import Offender, iso
+if TYPE_CHECKING:  # the CLI starts faster without SQLAlchemy
+    from detector.store.queries import Offender
+
+
+def iso(moment: datetime | None) -> str | None:
+    """``2026-11-30T08:01:02Z``: the form every relaywatch output uses."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
 
 OFFENDER_COLUMNS = (
     "ip", "score", "relay_attempts", "refused_relays", "accepted_relays", "recipients",

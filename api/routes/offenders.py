@@ -11,8 +11,8 @@ from api.params import since_param
 from api.schemas import OffenderDetail, OffenderList
 from detector.decide import decisions_for
 from detector.errors import InputError
-from detector.render import render_offenders
-from detector.store.queries import evidence, get_offender, iso, list_offenders, normalise_ip
+from detector.render import iso, render_offenders
+from detector.store.queries import evidence, get_offender, list_offenders, normalise_ip
 
 router = APIRouter(prefix="/v1/offenders", tags=["offenders"])
 

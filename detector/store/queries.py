@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, case, func, or_, select, tuple_
 
 from detector.errors import InputError, NotFound
+from detector.render import iso
 from detector.score import score
 from detector.store.models import (
     DecisionRow,
@@ -21,13 +22,6 @@ from detector.store.models import (
     TransactionRow,
 )
 from detector.transactions import ACCEPTED, REFUSED
-
-
-def iso(moment: datetime | None) -> str | None:
-    """``2026-11-30T08:01:02Z``: the form every relaywatch output uses."""
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
