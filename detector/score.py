@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 from collections import deque
 from datetime import UTC, datetime
+from typing import NamedTuple
 
-from sqlalchemy import Connection, case, delete, func, insert, select
+from sqlalchemy import ColumnElement, Connection, case, delete, func, insert, select
 
 from detector.config import ScoringSettings, format_duration
 from detector.decide import AUTO, Decision, NeverBlock, create_block, decisions_for, next_duration
@@ -35,6 +36,38 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+class AttemptCounters(NamedTuple):
+    attempts: int
+    refused: int
+    accepted: int
+    recipients: int  # distinct
+    domains: int  # distinct
+    first: float  # UTC epoch seconds
+    last: float
+
+
+def attempt_counters(
+    connection: Connection, *conditions: ColumnElement[bool]
+) -> dict[str, AttemptCounters]:
+    """Relay-attempt counters per client IP, over the attempts that meet ``conditions``."""
+    attempt = RecipientRow.relay_attempt
+    query = (
+        select(
+            RecipientRow.client_ip,
+            func.count(),
+            func.sum(case((attempt == REFUSED, 1), else_=0)),
+            func.sum(case((attempt == ACCEPTED, 1), else_=0)),
+            func.count(func.distinct(RecipientRow.address)),
+            func.count(func.distinct(RecipientRow.domain)),
+            func.min(RecipientRow.time),
+            func.max(RecipientRow.time),
+        )
+        .where(attempt.is_not(None), RecipientRow.client_ip.is_not(None), *conditions)
+        .group_by(RecipientRow.client_ip)
+    )
+    return {row[0]: AttemptCounters(*row[1:]) for row in connection.execute(query)}
+
+
 class Scorer:
     def __init__(self, scoring: ScoringSettings, never_block: NeverBlock) -> None:
         self.scoring = scoring
@@ -47,7 +80,7 @@ class Scorer:
         decisions: list[Decision] = []
         for chunk_start in range(0, len(wanted), 500):
             chunk = wanted[chunk_start : chunk_start + 500]
-            counters = self._counters(connection, chunk)
+            counters = attempt_counters(connection, RecipientRow.client_ip.in_(chunk))
             peaks = {
                 ip: (refused, accepted)
                 for ip, refused, accepted in connection.execute(
@@ -69,24 +102,6 @@ class Scorer:
             if rows:
                 connection.execute(insert(OffenderRow), rows)
         return decisions
-
-    def _counters(self, connection: Connection, ips: list[str]) -> dict[str, tuple[int, ...]]:
-        attempt = RecipientRow.relay_attempt
-        query = (
-            select(
-                RecipientRow.client_ip,
-                func.count(),
-                func.sum(case((attempt == REFUSED, 1), else_=0)),
-                func.sum(case((attempt == ACCEPTED, 1), else_=0)),
-                func.count(func.distinct(RecipientRow.address)),
-                func.count(func.distinct(RecipientRow.domain)),
-                func.min(RecipientRow.time),
-                func.max(RecipientRow.time),
-            )
-            .where(RecipientRow.client_ip.in_(ips), attempt.is_not(None))
-            .group_by(RecipientRow.client_ip)
-        )
-        return {row[0]: tuple(row[1:]) for row in connection.execute(query)}
 
     def _windows(
         self, connection: Connection, ip: str, since: float, peaks: tuple[int, int]
@@ -145,7 +160,7 @@ class Scorer:
         return f"{_plural(refused, 'refused relay attempt')} in {window}"
 
     def _offender_row(
-        self, ip: str, counters: tuple[int, ...], peak_refused: int, peak_accepted: int
+        self, ip: str, counters: AttemptCounters, peak_refused: int, peak_accepted: int
     ) -> dict[str, object]:
         attempts, refused, accepted, recipients, domains, first, last = counters
         window = format_duration(self.scoring.window)

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, case, func, or_, select, tuple_
+from sqlalchemy import Connection, func, or_, select, tuple_
 
 from detector.errors import InputError, NotFound
 from detector.render import iso
-from detector.score import score
+from detector.score import attempt_counters, score
 from detector.store.models import (
     DecisionRow,
     EvidenceLine,
@@ -21,7 +21,6 @@ from detector.store.models import (
     RecipientRow,
     TransactionRow,
 )
-from detector.transactions import ACCEPTED, REFUSED
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,28 +112,10 @@ def _from_row(row: Any, blocks: dict[str, datetime]) -> Offender:
 def _offenders_since(
     connection: Connection, since: datetime, blocks: dict[str, datetime]
 ) -> list[Offender]:
-    attempt = RecipientRow.relay_attempt
-    rows = connection.execute(
-        select(
-            RecipientRow.client_ip,
-            func.count(),
-            func.sum(case((attempt == REFUSED, 1), else_=0)),
-            func.sum(case((attempt == ACCEPTED, 1), else_=0)),
-            func.count(func.distinct(RecipientRow.address)),
-            func.count(func.distinct(RecipientRow.domain)),
-            func.min(RecipientRow.time),
-            func.max(RecipientRow.time),
-        )
-        .where(
-            attempt.is_not(None),
-            RecipientRow.client_ip.is_not(None),
-            RecipientRow.time >= since.timestamp(),
-        )
-        .group_by(RecipientRow.client_ip)
-    )
+    counters = attempt_counters(connection, RecipientRow.time >= since.timestamp())
     offenders = []
     stamp = iso(since)
-    for ip, attempts, refused, accepted, recipients, domains, first, last in rows:
+    for ip, (attempts, refused, accepted, recipients, domains, first, last) in counters.items():
         reasons = []
         if accepted:
             reasons.append(f"{accepted} accepted relays since {stamp} (the server relayed for it)")
