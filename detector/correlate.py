@@ -10,6 +10,7 @@ event for a while (in log time) is flushed as it stands.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from detector.transactions import Outcome, Recipient, Transaction
@@ -88,6 +89,18 @@ class Correlator:
         self._session_timeout = session_timeout
         self._message_timeout = message_timeout
         self._next_sweep = 0.0
+        self._handlers: dict[str, Callable[[Event, tuple[int, str], list[Transaction]], None]] = {
+            Kind.DELIVERY: self._delivery,
+            Kind.QUEUED: self._message_info,
+            Kind.MESSAGE_ID: self._message_info,
+            Kind.PICKUP: self._message_info,
+            Kind.REMOVED: self._removed,
+            Kind.CLIENT: self._client,
+            Kind.CONNECT: self._connect,
+            Kind.DISCONNECT: self._disconnect,
+            Kind.REJECT: self._reject,
+            Kind.PERMIT: self._permit,
+        }  # other kinds (SASL failures, notes, postscreen) are events, not parts of transactions
 
     @property
     def pending(self) -> int:
@@ -96,33 +109,30 @@ class Correlator:
 
     def feed(self, event: Event, offset: int, line: str, out: list[Transaction]) -> None:
         """Take one event (from ``line``, at ``offset`` in its source); append finished ones."""
-        where = (offset, line)
-        kind = event.kind
-        if kind == Kind.DELIVERY:
-            self._delivery(event, where)
-        elif kind in (Kind.QUEUED, Kind.MESSAGE_ID, Kind.PICKUP):
-            self._message_info(event, where, out)
-        elif kind == Kind.REMOVED:
-            message = self._messages.pop(event.queue_id or "", None)
-            if message is not None:
-                message.lines.append(where)
-                message.last = event.time
-                out.append(message.build(self.host))
-        elif kind == Kind.CLIENT:
-            self._client(event, where, out)
-        elif kind == Kind.CONNECT:
-            key = (event.host, event.program, event.pid)
-            self._end_session(key, out)
-            self._sessions[key] = _Session(event.client_ip, event.client_name, event.time)
-        elif kind == Kind.DISCONNECT:
-            self._end_session((event.host, event.program, event.pid), out)
-        elif kind == Kind.REJECT:
-            self._reject(event, where, out)
-        elif kind == Kind.PERMIT:
-            session = self._session(event)
-            session.helo = event.helo or session.helo
+        handler = self._handlers.get(event.kind)
+        if handler is not None:
+            handler(event, (offset, line), out)
         if event.time >= self._next_sweep:
             self.expire(event.time, out)
+
+    def _removed(self, event: Event, where: tuple[int, str], out: list[Transaction]) -> None:
+        message = self._messages.pop(event.queue_id or "", None)
+        if message is not None:
+            message.lines.append(where)
+            message.last = event.time
+            out.append(message.build(self.host))
+
+    def _connect(self, event: Event, _where: tuple[int, str], out: list[Transaction]) -> None:
+        key = (event.host, event.program, event.pid)
+        self._end_session(key, out)
+        self._sessions[key] = _Session(event.client_ip, event.client_name, event.time)
+
+    def _disconnect(self, event: Event, _where: tuple[int, str], out: list[Transaction]) -> None:
+        self._end_session((event.host, event.program, event.pid), out)
+
+    def _permit(self, event: Event, _where: tuple[int, str], _out: list[Transaction]) -> None:
+        session = self._session(event)
+        session.helo = event.helo or session.helo
 
     def expire(self, now: float, out: list[Transaction]) -> None:
         """Flush sessions and messages that have been quiet too long before ``now`` (log time)."""
@@ -196,7 +206,7 @@ class Correlator:
             message.sender = event.sender
             message.size = event.size
 
-    def _delivery(self, event: Event, where: tuple[int, str]) -> None:
+    def _delivery(self, event: Event, where: tuple[int, str], _out: list[Transaction]) -> None:
         message = self._message(event, where)
         address = event.recipient or ""
         message.recipients[(address, event.orig_recipient)] = Recipient(

@@ -137,16 +137,20 @@ class Pipeline:
     ) -> bool:
         """Feed up to ``limit`` lines; True when the input is exhausted."""
         parse, feed = parser.parse, correlator.feed
-        for taken, (offset, line) in enumerate(lines, 1):
+        taken = parsed = 0
+        exhausted = True
+        for offset, line in lines:
             event = parse(line)
-            if event is None:
-                summary.unparsed += 1
-            else:
-                summary.parsed += 1
+            if event is not None:
+                parsed += 1
                 feed(event, offset, line, out)
+            taken += 1
             if taken >= limit:
-                return False
-        return True
+                exhausted = False
+                break
+        summary.parsed += parsed
+        summary.unparsed += taken - parsed
+        return exhausted
 
     def store(self, file_id: int, finished: list[Transaction], summary: Summary) -> None:
         """Classify, store and score one batch of finished transactions in one DB transaction."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 from alembic import command
@@ -10,12 +11,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine
 
-import detector
-
 
 def script_location() -> Path:
-    """``migrations/`` beside the packages (repository checkout or editable install)."""
-    return Path(detector.__file__).resolve().parent.parent / "migrations"
+    """``migrations/`` of the repository, installed as the package ``detector.migrations``."""
+    return Path(str(files("detector.migrations")))
 
 
 def alembic_config(engine: Engine | None = None) -> Config:

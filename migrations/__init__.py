@@ -1,0 +1,1 @@
+"""The Alembic environment and revisions, installed as ``detector.migrations``."""
