@@ -56,6 +56,12 @@ def prepare_demo(directory: Path, lines: int, listen: str) -> tuple[Settings, st
         f"configuration: {config}\n"
         f"ingested: {counts['transactions']} transactions, {counts['refused_relays']} refused "
         f"and {counts['accepted_relays']} accepted relay attempts, {counts['blocks']} blocks\n"
-        f"\noffenders ({len(found)}):"
+        + (
+            f"OPEN RELAY: the server accepted {counts['accepted_relays']} relays for outside "
+            "clients (the offenders with ACCEPTED > 0)\n"
+            if counts["accepted_relays"]
+            else ""
+        )
+        + f"\noffenders ({len(found)}):"
     )
     return settings, text, render_offenders(found, "table")
