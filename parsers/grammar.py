@@ -1,12 +1,14 @@
 """Grammars are written with pyparsing and run as the regular expression they stand for.
 
 pyparsing keeps the grammars readable, composable and testable; calling ``parse_string`` for
-every log line would cost about 100 µs a line.  :func:`compile_grammar` walks a grammar built
-from the subset of pyparsing used in ``parsers/`` and emits one regular expression with the
-same meaning: every element becomes an atomic group, because pyparsing never backtracks into
-an element once it has matched.  That also rules out catastrophic backtracking by construction.
-Results names become named groups.  ``tests/parsers/test_grammar.py`` checks on every sample
-line that ``parse_string`` and the compiled expression agree.
+every log line would cost about 100 µs a line.  :func:`compile_lines` walks a family's
+whole-line grammar, built from the subset of pyparsing used in ``parsers/``, and emits one
+regular expression with the same meaning: regexes, alternatives and optional parts become
+atomic groups, because pyparsing never backtracks into an element once it has matched (which
+also rules out catastrophic backtracking by construction); results names become named groups.
+It also generates, per message, the function that builds an :class:`Event` from a match.
+``tests/parsers/test_grammar.py`` checks on every sample line that pyparsing's own parse and
+the compiled expression agree.
 """
 
 from __future__ import annotations

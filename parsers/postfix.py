@@ -1,11 +1,11 @@
 """Postfix: syslog (classic or RFC 3339) and ``maillog_file`` lines to events.
 
-The grammars below are the single source of truth; each is compiled once into the regular
-expression it stands for (:mod:`parsers.grammar`).  A line is first split into the syslog
-envelope, then the program's last component (``smtpd``, ``qmgr``, ``smtp`` …) and a few
-literal prefixes pick the one grammar to try, so most lines cost two regular-expression
-matches.  Client addresses are taken only where Postfix itself writes them, before any text
-a client controls (HELO, MAIL FROM, RCPT TO, AUTH name), so such text cannot become the client.
+The grammar below is the single source of truth: the syslog envelope, then the first message
+that matches, compiled once into the one regular expression it stands for
+(:mod:`parsers.grammar`), so a line costs one match.  Messages that start with a queue id share
+that prefix.  Client addresses are taken only where Postfix itself writes them, before any text
+a client controls (HELO, MAIL FROM, RCPT TO, AUTH name, message headers), so such text cannot
+become the client.
 """
 
 from __future__ import annotations
