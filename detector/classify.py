@@ -12,6 +12,7 @@ relay attempt whatever the configuration says; the disagreement is counted for `
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections import Counter
 from collections.abc import Iterable
 from functools import lru_cache
@@ -30,6 +31,8 @@ from detector.transactions import (
 from parsers.postfix import LOCAL_AGENTS
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_TRICKS = re.compile(r'[%!":]')  # characters of relay tricks (source routes start "@…:")
+_DIRECTIONS = {(c, r): direction(c, r) for c in (INTERNAL, EXTERNAL) for r in (INTERNAL, EXTERNAL)}
 EXT_TO_EXT = direction(EXTERNAL, EXTERNAL)
 
 
@@ -41,6 +44,9 @@ def destination_domain(address: str) -> str:
     ``outside.example``.
     """
     address = address.strip().lower()
+    if _TRICKS.search(address) is None:  # the common case: user@domain
+        _, at, domain = address.rpartition("@")
+        return domain if at else ""
     if address.startswith("@") and ":" in address:  # source route: @hop1,@hop2:user@domain
         address = address.split(":", 1)[1]
     if address.startswith('"'):
@@ -117,7 +123,7 @@ class Classifier:
         sender_local = None
         if txn.sender:
             sender_local = self.is_local_domain(destination_domain(txn.sender))
-        return txn._replace(recipients=recipients, internal=internal, sender_local=sender_local)
+        return txn.classified(recipients, internal, sender_local)
 
     def _recipient(
         self, rcpt: Recipient, internal: bool, outside_client: bool, client_side: str
@@ -125,7 +131,7 @@ class Classifier:
         domain = destination_domain(rcpt.address)
         if rcpt.agent in LOCAL_AGENTS and rcpt.outcome == Outcome.DELIVERED:
             plain = rcpt.address.rpartition("@")[2].lower()  # the server delivered it here
-            return rcpt.labelled(plain, direction(client_side, INTERNAL), None)
+            return rcpt.labelled(plain, _DIRECTIONS[client_side, INTERNAL], None)
         local = self.is_local_domain(domain)
         attempt = None
         if rcpt.refused_as_relay:
@@ -135,7 +141,7 @@ class Classifier:
         if outside_client and not local and rcpt.outcome != Outcome.REJECTED:
             attempt = ACCEPTED
         side = INTERNAL if local else EXTERNAL
-        return rcpt.labelled(domain, direction(client_side, side), attempt)
+        return rcpt.labelled(domain, _DIRECTIONS[client_side, side], attempt)
 
 
 def _address(ip: str) -> IPAddress | None:

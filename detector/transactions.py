@@ -77,6 +77,12 @@ class Transaction(NamedTuple):
     internal: bool | None = None  # trusted network, authenticated or local submission
     sender_local: bool | None = None  # the sender's domain is one of ours
 
+    def classified(
+        self, recipients: tuple[Recipient, ...], internal: bool, sender_local: bool | None
+    ) -> Transaction:
+        """This transaction with the classifier's labels."""
+        return tuple.__new__(Transaction, (*self[:_RECIPIENTS], recipients, internal, sender_local))
+
     @property
     def refused_relays(self) -> int:
         return sum(1 for r in self.recipients if r.relay_attempt == REFUSED)
@@ -84,3 +90,6 @@ class Transaction(NamedTuple):
     @property
     def accepted_relays(self) -> int:
         return sum(1 for r in self.recipients if r.relay_attempt == ACCEPTED)
+
+
+_RECIPIENTS = Transaction._fields.index("recipients")
