@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import socket
 import sys
 from collections import Counter
@@ -277,20 +278,40 @@ def _serve(settings: Settings, listen: str, announce: Callable[[str], None] | No
     from api.main import create_app
     from detector.store.session import open_database
 
-    engine = open_database(settings.database.url)
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")
+    _check_listen(host, int(port), listen)
+    engine = open_database(settings.database.url)
     app = create_app(settings, engine)
     config = uvicorn.Config(app, host=host, port=int(port), log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     if announce is not None:
         announce(f"http://{listen}")
+    # uvicorn stops gracefully on SIGINT/SIGTERM, then raises the signal again for the handler
+    # it found: make that one a no-op, so stopping the server is a clean exit 0
+    previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.run()
+    except SystemExit:  # uvicorn could not start after all
+        raise RelaywatchError(f"cannot serve on {listen}") from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stopped(_signal: int, _frame: object) -> None:
+    """The server has already shut down when this runs."""
+
+
+def _check_listen(host: str, port: int, listen: str) -> None:
+    """A one-line error now, rather than uvicorn's log lines later, when the address is taken."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
     except OSError as exc:
         raise RelaywatchError(f"cannot listen on {listen}: {exc.strerror}") from None
-    if not server.started:
-        raise RelaywatchError(f"cannot listen on {listen} (is another program using it?)")
 
 
 @main.group()
