@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -9,6 +11,7 @@ from sqlalchemy import Engine
 from starlette.exceptions import HTTPException
 
 from api.routes import health, offenders, transactions
+from api.schemas import Problem
 from detector.config import Settings
 from detector.errors import RelaywatchError
 
@@ -26,8 +29,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
+    problems: dict[int | str, dict[str, Any]] = {
+        status: {"model": Problem, "description": "the request cannot be answered (why: detail)"}
+        for status in (400, 404, 422)
+    }
     for router in (health.router, offenders.router, transactions.router):
-        app.include_router(router)
+        app.include_router(router, responses=problems)
     _error_handlers(app)
     return app
 

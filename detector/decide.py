@@ -19,7 +19,6 @@ from detector.config import ScoringSettings
 from detector.store.models import DecisionRow
 
 AUTO = "auto"
-MANUAL = "manual"
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,7 @@ RelaywatchError            a message for the user; the CLI prints it and exits 1
  ├── ConfigError           the configuration file or environment is wrong
  ├── InputError            a log file or argument cannot be used
  ├── DatabaseError         the database cannot be reached or is not at the right schema
- ├── NotFound              the thing asked for does not exist (HTTP 404)
- └── Refused               the request is understood but not allowed (HTTP 409/422)
+ └── NotFound              the thing asked for does not exist (HTTP 404)
 """
 
 from __future__ import annotations
@@ -31,7 +30,3 @@ class DatabaseError(RelaywatchError):
 
 class NotFound(RelaywatchError):
     status_code = 404
-
-
-class Refused(RelaywatchError):
-    status_code = 409
