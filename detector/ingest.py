@@ -4,10 +4,15 @@
 from __future__ import annotations
 
 import gc
+import multiprocessing
+import multiprocessing.queues
+import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Empty
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -15,7 +20,7 @@ from detector.classify import Classifier
 from detector.config import Settings
 from detector.correlate import Correlator
 from detector.decide import Decision, NeverBlock
-from detector.errors import InputError
+from detector.errors import InputError, RelaywatchError
 from detector.logfile import ReadCounts, fingerprint, open_log, read_lines
 from detector.score import Scorer
 from detector.store.writes import insert_transactions, log_file_id
@@ -23,6 +28,8 @@ from detector.transactions import Transaction
 from parsers import PARSERS, Parser, detect_format, make_parser
 
 BATCH_LINES = 20_000
+PARALLEL_BYTES = 8 * 1024 * 1024
+"""Files at least this large are read in a child process (forking costs a few milliseconds)."""
 
 
 @contextmanager
@@ -101,64 +108,33 @@ class Pipeline:
         log_format: str = "auto",
         progress: Callable[[int], None] | None = None,
     ) -> Summary:
-        """Read a whole file (plain or gzip) into the store; reading it again adds nothing."""
+        """Read a whole file (plain or gzip) into the store; reading it again adds nothing.
+
+        A large file is read, parsed and correlated in a child process while this one
+        classifies, stores and scores, so the two halves of the work use two cores.
+        """
         family = resolve_format(path, log_format)
-        parser = make_parser(family)
         summary = Summary()
         with self.engine.begin() as connection:
             file_id = log_file_id(connection, host, str(path), fingerprint(path), family)
-        counts = ReadCounts()
-        correlator = Correlator(host)
-        finished: list[Transaction] = []
-        with open_log(path) as handle, _cyclic_gc_paused():
-            lines = read_lines(handle, counts, str(path))
-            while True:
-                before = counts.bytes
-                done = self._feed(parser, correlator, lines, BATCH_LINES, finished, summary)
-                if done:
-                    correlator.flush(finished)
-                self.store(file_id, finished, summary)
-                finished.clear()
-                if progress is not None:
-                    progress(counts.bytes - before)
-                if done:
-                    break
-        summary.lines, summary.cut = counts.lines, counts.cut
+
+        def produce() -> Iterator[_Batch]:
+            return _batches(path, family, host, self.classifier)
+
+        parallel = (os.cpu_count() or 1) > 1 and path.stat().st_size >= PARALLEL_BYTES
+        for batch in _from_child(produce) if parallel else produce():
+            summary.parsed += batch.parsed
+            summary.unparsed += batch.unparsed
+            summary.lines, summary.cut = batch.lines, batch.cut
+            self.store(file_id, batch.transactions, summary)
+            if progress is not None:
+                progress(batch.bytes)
         return summary
 
-    @staticmethod
-    def _feed(
-        parser: Parser,
-        correlator: Correlator,
-        lines: Iterable[tuple[int, str]],
-        limit: int,
-        out: list[Transaction],
-        summary: Summary,
-    ) -> bool:
-        """Feed up to ``limit`` lines; True when the input is exhausted."""
-        parse, feed = parser.parse, correlator.feed
-        taken = parsed = 0
-        exhausted = True
-        for offset, line in lines:
-            event = parse(line)
-            if event is not None:
-                parsed += 1
-                feed(event, offset, line, out)
-            taken += 1
-            if taken >= limit:
-                exhausted = False
-                break
-        summary.parsed += parsed
-        summary.unparsed += taken - parsed
-        return exhausted
-
-    def store(self, file_id: int, finished: list[Transaction], summary: Summary) -> None:
-        """Classify, store and score one batch of finished transactions in one DB transaction."""
-        if not finished:
+    def store(self, file_id: int, classified: list[Transaction], summary: Summary) -> None:
+        """Store and score one batch of classified transactions in one DB transaction."""
+        if not classified:
             return
-        classifier = self.classifier
-        classifier.learn(finished)
-        classified = [classifier.classify(t) for t in finished]
         with self.engine.begin() as connection:
             stored, touched = insert_transactions(connection, file_id, classified)
             blocks = self.scorer.rescore(connection, touched) if touched else []
@@ -168,3 +144,111 @@ class Pipeline:
         summary.accepted_relays += sum(t.accepted_relays for t in stored)
         summary.offenders.update(touched)
         summary.blocks.extend(blocks)
+
+
+@dataclass
+class _Batch:
+    """What reading a batch of lines gave: finished transactions and counts."""
+
+    transactions: list[Transaction]
+    bytes: int  # read for this batch
+    parsed: int
+    unparsed: int
+    lines: int  # read so far
+    cut: int  # cut so far
+
+
+def _batches(path: Path, family: str, host: str, classifier: Classifier) -> Iterator[_Batch]:
+    """Read, parse, correlate and classify ``path`` in batches of ``BATCH_LINES`` lines.
+
+    Only relay attempts keep the text of their lines (as evidence); the others keep offsets,
+    which is all the store wants of them and keeps batches small to hand between processes.
+    """
+    parser = make_parser(family)
+    correlator = Correlator(host)
+    counts = ReadCounts()
+    with open_log(path) as handle, _cyclic_gc_paused():
+        lines = read_lines(handle, counts, str(path))
+        while True:
+            before = counts.bytes
+            finished: list[Transaction] = []
+            parsed, taken, exhausted = _feed(parser, correlator, lines, BATCH_LINES, finished)
+            if exhausted:
+                correlator.flush(finished)
+            classifier.learn(finished)
+            classified = [_evidence_only(classifier.classify(t)) for t in finished]
+            yield _Batch(
+                classified, counts.bytes - before, parsed, taken - parsed, counts.lines, counts.cut
+            )
+            if exhausted:
+                return
+
+
+def _evidence_only(txn: Transaction) -> Transaction:
+    """``txn`` without the text of its lines unless it holds a relay attempt."""
+    if any(r.relay_attempt is not None for r in txn.recipients):
+        return txn
+    return txn._replace(lines=tuple((offset, "") for offset, _ in txn.lines))
+
+
+def _feed(
+    parser: Parser,
+    correlator: Correlator,
+    lines: Iterable[tuple[int, str]],
+    limit: int,
+    out: list[Transaction],
+) -> tuple[int, int, bool]:
+    """Feed up to ``limit`` lines: (lines that gave an event, lines taken, input exhausted)."""
+    parse, feed = parser.parse, correlator.feed
+    taken = parsed = 0
+    for offset, line in lines:
+        event = parse(line)
+        if event is not None:
+            parsed += 1
+            feed(event, offset, line, out)
+        taken += 1
+        if taken >= limit:
+            return parsed, taken, False
+    return parsed, taken, True
+
+
+def _from_child(produce: Callable[[], Iterator[_Batch]]) -> Iterator[_Batch]:
+    """The batches of ``produce()``, made in a forked child process while the caller works.
+
+    A bounded queue keeps the child at most a few batches ahead (memory stays flat); an error
+    in the child is raised here; a child that dies without a word is an error too.
+    """
+    context = multiprocessing.get_context("fork")
+    queue: multiprocessing.queues.Queue[tuple[str, Any]] = context.Queue(maxsize=4)
+
+    def run() -> None:
+        try:
+            for batch in produce():
+                queue.put(("batch", batch))
+            queue.put(("end", None))
+        except RelaywatchError as exc:
+            queue.put(("error", exc))
+        except Exception as exc:  # reported in the parent, in one line
+            queue.put(("error", RelaywatchError(f"reading failed: {type(exc).__name__}: {exc}")))
+
+    child = context.Process(target=run, name="relaywatch-reader", daemon=True)
+    child.start()
+    try:
+        while True:
+            try:
+                kind, item = queue.get(timeout=1.0)
+            except Empty:
+                if not child.is_alive():
+                    raise RelaywatchError(
+                        f"the reading process stopped unexpectedly (exit {child.exitcode})"
+                    ) from None
+                continue
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        if child.is_alive():
+            child.terminate()
+        child.join()

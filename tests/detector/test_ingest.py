@@ -1,0 +1,61 @@
+"""Batch ingest: the same result whether the file is read in this process or in a child."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+
+from detector import ingest
+from detector.config import Settings
+from detector.errors import InputError
+from detector.ingest import Pipeline
+from detector.simulate import write_log
+from detector.store.models import EvidenceLine, RecipientRow, TransactionRow
+from detector.store.session import open_database
+
+
+def _stored(engine: Engine) -> list[list[tuple[object, ...]]]:
+    """Every stored row, ids left out for transactions and recipients."""
+    with engine.connect() as connection:
+        rows = [
+            sorted(tuple(row[1:]) for row in connection.execute(select(table.__table__)))
+            for table in (TransactionRow, RecipientRow)
+        ]
+        rows.append(sorted(tuple(r) for r in connection.execute(select(EvidenceLine.__table__))))
+        return rows
+
+
+def _ingest(settings: Settings, database: Path, log: Path) -> tuple[ingest.Summary, Engine]:
+    engine = open_database(f"sqlite:///{database}")
+    return Pipeline(settings, engine).ingest_file(log, host="mx1", log_format="postfix"), engine
+
+
+def test_reading_in_a_child_process_stores_exactly_what_reading_here_does(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "mail.log"
+    write_log(log, 30_000, seed=7, open_relay_clients=1)
+    monkeypatch.setattr(ingest, "BATCH_LINES", 3_000)
+    monkeypatch.setattr(ingest, "PARALLEL_BYTES", 10**12)
+    here, here_engine = _ingest(settings, tmp_path / "here.db", log)
+    monkeypatch.setattr(ingest, "PARALLEL_BYTES", 0)
+    child, child_engine = _ingest(settings, tmp_path / "child.db", log)
+    assert here.as_dict() == child.as_dict()
+    assert here.accepted_relays > 0 and here.refused_relays > 0
+    assert _stored(here_engine) == _stored(child_engine)
+
+
+def test_an_error_in_the_reading_process_is_a_one_line_error_here(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "mail.log"
+    write_log(log, 5_000, seed=3)
+    damaged = tmp_path / "mail.log.1.gz"
+    damaged.write_bytes(gzip.compress(log.read_bytes())[:-4000])
+    monkeypatch.setattr(ingest, "PARALLEL_BYTES", 0)
+    engine = open_database(f"sqlite:///{tmp_path / 'rw.db'}")
+    with pytest.raises(InputError, match=r"mail\.log\.1\.gz: cannot be read to its end"):
+        Pipeline(settings, engine).ingest_file(damaged, host="mx1", log_format="postfix")
