@@ -550,12 +550,16 @@ class _Simulator:
 
     @staticmethod
     def _distinct(n: int, draw: Callable[[], str]) -> list[str]:
-        """``n`` different recipients: Postfix drops a repeated one from a message, and
-        counting refused relays per recipient or per line then gives the same figure."""
+        """``n`` different recipients: Postfix drops a repeated one from a message (also two
+        aliases of one mailbox), and counting refused relays per recipient or per line then
+        gives the same figure."""
         out: list[str] = []
+        mailboxes: set[str] = set()
         while len(out) < n:
             rcpt = draw()
-            if rcpt not in out:
+            mailbox = f"root@{LOCAL_DOMAIN}" if rcpt in _LOCAL_ALIASES else rcpt
+            if mailbox not in mailboxes:
+                mailboxes.add(mailbox)
                 out.append(rcpt)
         return out
 
@@ -909,6 +913,22 @@ class _Simulator:
             ),
         )
 
+    def _queue_message(
+        self, t: int, qid: str, sender: str, rcpts: int, message_id: str, qmgr_wait: int
+    ) -> int:
+        """cleanup's message-id and qmgr's from= lines of a message received at ``t``; returns
+        the time of the qmgr line (``qmgr_wait`` µs at most after cleanup)."""
+        r = self.random
+        t += 1_000 + int(r() * 19_000)
+        self.add(t, f"{self._cleanup.use()}{qid}: message-id=<{message_id}>")
+        t += qmgr_wait // 45 + int(r() * qmgr_wait)
+        self.add(
+            t,
+            f"{self._qmgr}{qid}: from=<{sender}>, size={self._sizes[self.bits(10)]}, "
+            f"nrcpt={rcpts} (queue active)",
+        )
+        return t
+
     def _submission_session(self, t: int) -> None:
         """A user logs in on the submission port and sends mail, mostly to the outside."""
         r = self.random
@@ -929,14 +949,7 @@ class _Simulator:
         )
         n = 1 if r() < 0.7 else 2 + int(r() * 4)
         rcpts = self._distinct(n, self._mostly_outside_rcpt)
-        t += 1_000 + int(r() * 19_000)
-        add(t, f"{self._cleanup.use()}{qid}: message-id=<{self.bits(128):032x}@{LOCAL_DOMAIN}>")
-        t += 30_000 + int(r() * 1_970_000)
-        add(
-            t,
-            f"{self._qmgr}{qid}: from=<{user}>, size={self._sizes[self.bits(10)]}, "
-            f"nrcpt={n} (queue active)",
-        )
+        t = self._queue_message(t, qid, user, n, f"{self.bits(128):032x}@{LOCAL_DOMAIN}", 2_000_000)
         end = t + 500 + int(r() * 29_500)
         self._submission.release(slot, end)
         add(
@@ -1129,14 +1142,8 @@ class _Simulator:
         add(t, f"{p}{qid}: client={label}", _RECEIVED | _TXN, client.ip)
         n = 1 if r() < 0.4 else 2 + int(r() * 7)
         rcpts = self._distinct(n, self._outside_rcpt)
-        t += 1_000 + int(r() * 19_000)
-        add(t, f"{self._cleanup.use()}{qid}: message-id=<{self.bits(64):016x}@{client.domain}>")
-        t += 20_000 + int(r() * 880_000)
-        add(
-            t,
-            f"{self._qmgr}{qid}: from=<{self._outside_rcpt()}>, "
-            f"size={self._sizes[self.bits(10)]}, nrcpt={n} (queue active)",
-        )
+        message_id = f"{self.bits(64):016x}@{client.domain}"
+        t = self._queue_message(t, qid, self._outside_rcpt(), n, message_id, 900_000)
         end = t + 200 + int(r() * 9_800)
         self._smtpd.release(slot, end)
         add(
