@@ -913,6 +913,17 @@ class _Simulator:
             ),
         )
 
+    def _queued_session(self, t: int, client: _Client) -> tuple[int, int, str, str]:
+        """An outside client passes the screen, connects and gets a queue id: the time of
+        its ``client=`` line, the smtpd slot and line prefix, and the queue id."""
+        t = self._screen(t, client)
+        slot, p = self._smtpd.acquire(t)
+        self.add(t, f"{p}connect from {client.label}")
+        t += 20_000 + int(self.random() * 380_000)
+        qid = self._qid(t)
+        self.add(t, f"{p}{qid}: client={client.label}", _RECEIVED | _TXN, client.ip)
+        return t, slot, p, qid
+
     def _queue_message(
         self, t: int, qid: str, sender: str, rcpts: int, message_id: str, qmgr_wait: int
     ) -> int:
@@ -1091,12 +1102,7 @@ class _Simulator:
         r = self.random
         add = self.add
         label = client.label
-        t = self._screen(t, client)
-        slot, p = self._smtpd.acquire(t)
-        add(t, f"{p}connect from {label}")
-        t += 20_000 + int(r() * 380_000)
-        qid = self._qid(t)
-        add(t, f"{p}{qid}: client={label}", _RECEIVED | _TXN, client.ip)
+        t, slot, p, qid = self._queued_session(t, client)
         for reply, rcpt in rejects:
             t += 300 + int(r() * 199_700)
             add(
@@ -1106,14 +1112,7 @@ class _Simulator:
                 _REJECT | _REFUSED,
                 client.ip,
             )
-        t += 300 + int(r() * 4_700)
-        add(t, f"{self._cleanup.use()}{qid}: message-id=<{self.bits(48):012x}@{client.domain}>")
-        t += 10_000 + int(r() * 290_000)
-        add(
-            t,
-            f"{self._qmgr}{qid}: from=<{sender}>, size={self._sizes[self.bits(10)]}, "
-            "nrcpt=1 (queue active)",
-        )
+        t = self._queue_message(t, qid, sender, 1, f"{self.bits(48):012x}@{client.domain}", 300_000)
         end = t + 200 + int(r() * 4_800)
         self._smtpd.release(slot, end)
         add(
@@ -1134,12 +1133,7 @@ class _Simulator:
         r = self.random
         add = self.add
         label = client.label
-        t = self._screen(t, client)
-        slot, p = self._smtpd.acquire(t)
-        add(t, f"{p}connect from {label}")
-        t += 20_000 + int(r() * 380_000)
-        qid = self._qid(t)
-        add(t, f"{p}{qid}: client={label}", _RECEIVED | _TXN, client.ip)
+        t, slot, p, qid = self._queued_session(t, client)
         n = 1 if r() < 0.4 else 2 + int(r() * 7)
         rcpts = self._distinct(n, self._outside_rcpt)
         message_id = f"{self.bits(64):016x}@{client.domain}"
