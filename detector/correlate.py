@@ -82,7 +82,7 @@ class Correlator:
         message_timeout: float = MESSAGE_TIMEOUT,
     ) -> None:
         self.host = host
-        self._sessions: dict[tuple[str, str, int | None], _Session] = {}
+        self._sessions: dict[tuple[str, str, str | None], _Session] = {}
         self._messages: dict[str, _Builder] = {}
         self._session_timeout = session_timeout
         self._message_timeout = message_timeout
@@ -158,7 +158,7 @@ class Correlator:
         session.last = event.time
         return session
 
-    def _end_session(self, key: tuple[str, str, int | None], out: list[Transaction]) -> None:
+    def _end_session(self, key: tuple[str, str, str | None], out: list[Transaction]) -> None:
         session = self._sessions.pop(key, None)
         if session is not None and session.refused is not None:
             out.append(session.refused.build(self.host))

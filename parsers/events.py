@@ -36,7 +36,7 @@ class Event(NamedTuple):
     time: float
     host: str  # host field of the log line
     program: str  # full program name, e.g. ``postfix/submission/smtpd``
-    pid: int | None
+    pid: str | None  # process id as logged (an identifier: never computed with)
     kind: str  # one of :class:`Kind`
     queue_id: str | None = None  # the MTA's id of the message (or session)
     client_ip: str | None = None

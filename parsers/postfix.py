@@ -18,7 +18,7 @@ from typing import Final
 import pyparsing as pp
 
 from parsers.events import Event, Kind
-from parsers.grammar import IP, PID, SYSLOG_HEADER_START, Message, compile_lines
+from parsers.grammar import IP, PID, SYSLOG_HEADER_START, SYSLOG_TIME, Message, compile_lines
 from parsers.syslog import SyslogClock
 
 FAMILY: Final = "postfix"
@@ -238,7 +238,11 @@ ENVELOPE: Final = SYSLOG_HEADER_START + _re(r"(?P<program>[^ \[/]+/[^ \[]+)", "p
 """``<time> <host> postfix…/<service>[<pid>]: ``: Postfix names its programs with a slash."""
 
 LINE: Final = compile_lines(
-    ENVELOPE, BODY, MESSAGES, derived={"relay_refused": (relay_refused, ("stage", "reason"))}
+    ENVELOPE,
+    BODY,
+    MESSAGES,
+    time=SYSLOG_TIME,
+    derived={"relay_refused": (relay_refused, ("stage", "reason"))},
 )
 
 
@@ -253,19 +257,16 @@ class PostfixParser:
     family = FAMILY
 
     def __init__(self, now: Callable[[], float] = time.time, tz: tzinfo | None = None) -> None:
-        self._clock = SyslogClock(now, tz)
-        self._rfc3339 = self._clock.rfc3339
+        self._time = SyslogClock(now, tz).time
 
     def parse(self, line: str) -> Event | None:
         m = _MATCH(line)
         if m is None:
             return None
-        rfc3339, classic = m.group(1, 2)
         try:
-            when = self._rfc3339(rfc3339) if rfc3339 else self._clock.classic(classic)
+            return _BUILDERS[m.lastindex](m, self._time)  # type: ignore[index,misc]
         except ValueError:  # a day or hour out of range: not a real timestamp
             return None
-        return _BUILDERS[m.lastgroup](m, when)  # type: ignore[index]
 
 
 _MATCH = LINE.regex.match

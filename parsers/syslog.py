@@ -30,6 +30,21 @@ class SyslogClock:
         self._tz = tz
         self._classic: dict[str, float] = {}
 
+    def time(self, rfc3339: str | None, classic: str | None) -> float:
+        """The time of a line whose timestamp is one or the other (a parser's clock).
+
+        An RFC 3339 stamp (``2026-11-30T08:09:24.188092+00:00``) must carry its zone.  It is
+        not cached: ``datetime.fromisoformat`` is faster than any cache in front of it
+        (measured 0.7 µs against 1.3 µs).
+        """
+        if rfc3339 is not None:
+            stamp = _fromisoformat(rfc3339)
+            if stamp.tzinfo is None:
+                raise ValueError(f"no zone in {rfc3339!r}")
+            return stamp.timestamp()
+        cached = self._classic.get(classic)  # type: ignore[arg-type]
+        return cached if cached is not None else self.classic(classic)  # type: ignore[arg-type]
+
     def classic(self, stamp: str) -> float:
         cached = self._classic.get(stamp)
         if cached is not None:
@@ -60,8 +75,5 @@ class SyslogClock:
                 continue
         raise ValueError(f"no year has {month}-{day}")
 
-    @staticmethod
-    def rfc3339(stamp: str) -> float:
-        """``2026-11-30T08:09:24.188092+00:00`` (``datetime.fromisoformat`` is faster than any
-        cache in front of it: measured 0.7 µs against 1.3 µs)."""
-        return datetime.fromisoformat(stamp).timestamp()
+
+_fromisoformat = datetime.fromisoformat

@@ -37,10 +37,16 @@ def test_february_29th_finds_its_leap_year() -> None:
 def test_rfc3339_offsets_and_fractions_are_honoured() -> None:
     clock = SyslogClock()
     expected = at(2026, 11, 30, 8, 0) + 0.25
-    assert clock.rfc3339("2026-11-30T09:00:00.25+01:00") == expected
-    assert clock.rfc3339("2026-11-30T09:00:00.250000+0100") == expected
-    assert clock.rfc3339("2026-11-30T08:00:00.25Z") == expected
-    assert clock.rfc3339("2026-11-30T03:00:00-05:00") == at(2026, 11, 30, 8, 0)
+    assert clock.time("2026-11-30T09:00:00.25+01:00", None) == expected
+    assert clock.time("2026-11-30T09:00:00.250000+0100", None) == expected
+    assert clock.time("2026-11-30T08:00:00.25Z", None) == expected
+    assert clock.time("2026-11-30T03:00:00-05:00", None) == at(2026, 11, 30, 8, 0)
+
+
+def test_rfc3339_stamps_without_a_zone_or_a_time_yield_no_event() -> None:
+    parser = PostfixParser()
+    for stamp in ("2026-11-30T08:00:00", "2026-11-30", "2026-11-30T08:00:00+01:00junk"):
+        assert parser.parse(f"{stamp} mx postfix/smtpd[1]: connect from a[192.0.2.1]") is None
 
 
 def test_impossible_dates_yield_no_event() -> None:
