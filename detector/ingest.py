@@ -7,8 +7,9 @@ import gc
 import multiprocessing
 import multiprocessing.queues
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty
@@ -28,6 +29,10 @@ from detector.transactions import Transaction
 from parsers import PARSERS, Parser, detect_format, make_parser
 
 BATCH_LINES = 20_000
+RESCORE_EVERY = 1.0
+"""Seconds between rescorings while a file is read.  Scoring slides its windows over the stored
+attempts in log time, so rescoring less often decides the same; each rescoring reads every
+stored attempt of the clients it refreshes, which per batch cost a quarter of an ingest."""
 PARALLEL_BYTES = 8 * 1024 * 1024
 """Files at least this large are read in a child process (forking costs a few milliseconds)."""
 
@@ -122,29 +127,57 @@ class Pipeline:
             return _batches(path, family, host, self.classifier)
 
         parallel = (os.cpu_count() or 1) > 1 and path.stat().st_size >= PARALLEL_BYTES
+        unscored: dict[str, float] = {}
+        scored_at = time.monotonic()
         with _cyclic_gc_paused():
-            for batch in _from_child(produce) if parallel else produce():
-                summary.parsed += batch.parsed
-                summary.unparsed += batch.unparsed
-                summary.lines, summary.cut = batch.lines, batch.cut
-                self.store(file_id, batch.transactions, summary)
-                if progress is not None:
-                    progress(batch.bytes)
+            try:
+                for batch in _from_child(produce) if parallel else produce():
+                    summary.parsed += batch.parsed
+                    summary.unparsed += batch.unparsed
+                    summary.lines, summary.cut = batch.lines, batch.cut
+                    self.store(file_id, batch.transactions, summary, unscored)
+                    if unscored and time.monotonic() - scored_at >= RESCORE_EVERY:
+                        self.rescore(unscored, summary)
+                        scored_at = time.monotonic()
+                    if progress is not None:
+                        progress(batch.bytes)
+            except BaseException:
+                # what was stored is never read again: score it now, or the error says why not
+                with suppress(Exception):
+                    self.rescore(unscored, summary)
+                raise
+            self.rescore(unscored, summary)
         return summary
 
-    def store(self, file_id: int, classified: list[Transaction], summary: Summary) -> None:
-        """Store and score one batch of classified transactions in one DB transaction."""
+    def store(
+        self,
+        file_id: int,
+        classified: list[Transaction],
+        summary: Summary,
+        unscored: dict[str, float],
+    ) -> None:
+        """Store one batch of classified transactions in one DB transaction, and add the
+        clients whose relay attempts it added (with the earliest) to ``unscored``."""
         if not classified:
             return
         with self.engine.begin() as connection:
             stored, touched = insert_transactions(connection, file_id, classified)
-            blocks = self.scorer.rescore(connection, touched) if touched else []
         summary.transactions += len(stored)
         summary.already_stored += len(classified) - len(stored)
         summary.refused_relays += sum(t.refused_relays for t in stored)
         summary.accepted_relays += sum(t.accepted_relays for t in stored)
-        summary.offenders.update(touched)
-        summary.blocks.extend(blocks)
+        for ip, first in touched.items():
+            unscored[ip] = min(first, unscored.get(ip, first))
+
+    def rescore(self, unscored: dict[str, float], summary: Summary) -> None:
+        """Refresh the offenders among ``unscored`` clients and make the blocks they call for;
+        empties ``unscored``."""
+        if not unscored:
+            return
+        with self.engine.begin() as connection:
+            summary.blocks.extend(self.scorer.rescore(connection, unscored))
+        summary.offenders.update(unscored)
+        unscored.clear()
 
 
 @dataclass

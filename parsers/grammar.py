@@ -4,8 +4,9 @@ pyparsing keeps the grammars readable, composable and testable; calling ``parse_
 every log line would cost about 100 µs a line.  :func:`compile_lines` walks a family's
 whole-line grammar, built from the subset of pyparsing used in ``parsers/``, and emits one
 regular expression with the same meaning: regexes, alternatives and optional parts become
-atomic groups, because pyparsing never backtracks into an element once it has matched (which
-also rules out catastrophic backtracking by construction); results names become named groups.
+atomic groups or possessive quantifiers, because pyparsing never backtracks into an element
+once it has matched (which also rules out catastrophic backtracking by construction); results
+names become named groups.
 It also generates, per message, the function that builds an :class:`Event` from a match.
 ``tests/parsers/test_grammar.py`` checks on every sample line that pyparsing's own parse and
 the compiled expression agree.
@@ -14,8 +15,10 @@ the compiled expression agree.
 from __future__ import annotations
 
 import re
+import re._constants as _sre_constants  # type: ignore[import-not-found]  # private, but the
+import re._parser as _sre_parser  # type: ignore[import-not-found]  # only exact reading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyparsing as pp
@@ -23,10 +26,26 @@ import pyparsing as pp
 from parsers.events import EVENT_FIELDS, Event
 
 Clock = Callable[..., float]
-"""Turns the values of a grammar's time groups into UTC epoch seconds (or raises ValueError)."""
+"""The parser's own part of reading a line's time (see :class:`LineTime`); raises ValueError
+for what is not a time."""
 
 EventBuilder = Callable[[re.Match[str], Clock], Event]
 """``build(match, clock) -> Event`` for a match of a whole line."""
+
+
+@dataclass(frozen=True)
+class LineTime:
+    """How a family's lines give their time (UTC epoch seconds).
+
+    ``expression`` is Python over the values of the envelope's ``groups`` (written
+    ``{group}``), the parser's ``clock`` and the objects in ``names``.  It is written into every
+    event builder rather than called: a call per line cost 3% of parsing.
+    """
+
+    groups: tuple[str, ...]
+    expression: str
+    names: dict[str, object] = field(default_factory=dict)
+
 
 _INT_FIELDS = frozenset({"code", "size", "nrcpt"})
 
@@ -35,9 +54,41 @@ class GrammarError(Exception):
     """A grammar uses a pyparsing construct the compiler does not translate."""
 
 
+_SINGLE_RUN = re.compile(
+    r"(?P<group>\(\?P<\w+>)?(?P<run>(?:\[(?:\\.|[^\]\\])+\]|\\[dw]|\.)(?:[*+]|\{\d+,\d*\}))(?(group)\))"
+)
+"""A regex that is one character class (or ``\\d``, ``\\w``, ``.``) under one greedy quantifier,
+perhaps in a named group: made possessive, it matches as pyparsing does, more cheaply."""
+
+_CHOICES = frozenset({_sre_constants.BRANCH, _sre_constants.MAX_REPEAT, _sre_constants.MIN_REPEAT})
+
+
+def _deterministic(pattern: str) -> bool:
+    """Whether a regex can match in one way only at a position (no alternative, no quantifier
+    that could give back): it needs no atomic group, whose entry and exit cost more than
+    possessive quantifiers.  Read with the ``re`` module's own parser."""
+
+    def walk(items: Any) -> bool:
+        for op, argument in items:
+            if op in _CHOICES and not (
+                op is _sre_constants.MAX_REPEAT and argument[0] == argument[1]
+            ):
+                return False
+            if op is _sre_constants.SUBPATTERN and not walk(argument[3]):
+                return False
+            if op is _sre_constants.MAX_REPEAT and not walk(argument[2]):
+                return False
+        return True
+
+    return walk(_sre_parser.parse(pattern, re.ASCII))
+
+
 def _element_pattern(element: pp.ParserElement, leaves: dict[str, int] | None = None) -> str:
-    """The regex for ``element``; a sub-element named in ``leaves`` becomes a named group whose
-    inner groups carry the suffix ``_<number>`` (Python wants group names unique)."""
+    """The regex for ``element``.  A sub-element named in ``leaves`` (a message) is followed by
+    an empty group of its name, and its own groups carry the suffix ``_<number>`` (Python wants
+    group names unique).  The empty group closes last, so ``match.lastindex`` names the message;
+    and an alternative that begins with its first literal, rather than with a group, is skipped
+    by the regex engine at the cost of one character comparison when that character differs."""
     if element.skipWhitespace:
         raise GrammarError(f"{element!r} skips whitespace; call leave_whitespace() on the grammar")
     leaves = leaves or {}
@@ -47,6 +98,10 @@ def _element_pattern(element: pp.ParserElement, leaves: dict[str, int] | None = 
         if element.flags:
             raise GrammarError(f"{element!r} has regex flags; write them inline")
         body = str(element.pattern)
+        run = _SINGLE_RUN.fullmatch(body)
+        if run:
+            body = f"{run['group'] or ''}{run['run']}+{')' if run['group'] else ''}"
+        atomic = not _deterministic(body)
     elif isinstance(element, pp.Literal):  # also matches _SingleCharLiteral
         body, atomic = re.escape(element.match), False  # matches one way only
     elif isinstance(element, pp.Suppress):
@@ -55,12 +110,12 @@ def _element_pattern(element: pp.ParserElement, leaves: dict[str, int] | None = 
         body, atomic = "".join(_element_pattern(e, leaves) for e in element.exprs), False
     elif isinstance(element, pp.MatchFirst):
         body = "|".join(_element_pattern(e, leaves) for e in element.exprs)
-    elif isinstance(element, pp.Opt):
-        body = f"(?:{_element_pattern(element.expr, leaves)})?"
+    elif isinstance(element, pp.Opt):  # possessive quantifiers: atomic, and cheaper
+        body, atomic = f"(?:{_element_pattern(element.expr, leaves)})?+", False
     elif isinstance(element, pp.ZeroOrMore):
-        body = f"(?:{_element_pattern(element.expr, leaves)})*"
+        body, atomic = f"(?:{_element_pattern(element.expr, leaves)})*+", False
     elif isinstance(element, pp.OneOrMore):
-        body = f"(?:{_element_pattern(element.expr, leaves)})+"
+        body, atomic = f"(?:{_element_pattern(element.expr, leaves)})++", False
     elif isinstance(element, pp.LineEnd | pp.StringEnd):
         body, atomic = r"\Z", False
     else:
@@ -68,7 +123,7 @@ def _element_pattern(element: pp.ParserElement, leaves: dict[str, int] | None = 
     name = element.resultsName
     if name in leaves:
         body = re.sub(r"\(\?P<(\w+)>", rf"(?P<\1_{leaves[name]}>", body)
-        return f"(?P<{name}>(?>{body}))"
+        return f"{f'(?>{body})' if atomic else body}(?P<{name}>)"
     if name:
         return f"(?P<{name}>{f'(?>{body})' if atomic else body})"
     return f"(?>{body})" if atomic else body
@@ -101,9 +156,9 @@ class LineGrammar:
     """A family's whole-line grammar: the envelope, then the first message that matches.
 
     ``element`` is the pyparsing grammar; ``regex`` the one expression it compiles to, in which
-    every message is a named group and the groups of message number ``i`` carry the suffix
-    ``_i`` (Python wants group names unique).  A message's group is the last to close, so
-    ``builders[match.lastindex]`` turns a match into an :class:`Event`.
+    every message ends in an empty group of its name and the groups of message number ``i``
+    carry the suffix ``_i`` (Python wants group names unique).  A message's group is the last to
+    close, so ``builders[match.lastindex]`` turns a match into an :class:`Event`.
     """
 
     element: pp.ParserElement
@@ -135,16 +190,16 @@ def compile_lines(
     body: pp.ParserElement,
     messages: Sequence[Message],
     *,
-    time: Sequence[str],
+    time: LineTime,
     derived: Derived | None = None,
 ) -> LineGrammar:
     """Compile ``envelope + body``, where ``body`` is built from the messages' marked grammars
-    (``message()``), possibly behind shared prefixes such as a queue id.  ``time`` names the
-    envelope's groups whose values the parser's clock turns into the event's time."""
+    (``message()``), possibly behind shared prefixes such as a queue id."""
     element = (envelope + body).leave_whitespace().set_name("line")
     leaves = {message.name: number for number, message in enumerate(messages)}
     regex = re.compile(_element_pattern(element, leaves), re.ASCII)
-    missing = [n for n in (*(m.name for m in messages), *time) if n not in regex.groupindex]
+    names = (*(m.name for m in messages), *time.groups)
+    missing = [name for name in names if name not in regex.groupindex]
     if missing:
         raise GrammarError(f"not in the grammar: {', '.join(missing)}")
     builders: list[EventBuilder | None] = [None] * (regex.groups + 1)
@@ -156,7 +211,7 @@ def compile_lines(
 
 
 def _event_builder(
-    regex: re.Pattern[str], kind: str, suffix: str, time: Sequence[str], derived: Derived
+    regex: re.Pattern[str], kind: str, suffix: str, time: LineTime, derived: Derived
 ) -> EventBuilder:
     """Generate the function that turns a match into an :class:`Event` of ``kind``.
 
@@ -167,16 +222,16 @@ def _event_builder(
     """
     indexes: list[int] = []
     where: dict[str, str] = {}
-    for name in (*time, *EVENT_FIELDS):
+    for name in (*time.groups, *EVENT_FIELDS):
         index = regex.groupindex.get(name + suffix) or regex.groupindex.get(name)
         if index is not None:
             where[name] = f"g[{len(indexes)}]"
             indexes.append(index)
     values = []
-    namespace: dict[str, Any] = {"new": tuple.__new__, "Event": Event}
+    namespace: dict[str, Any] = {**time.names, "new": tuple.__new__, "Event": Event}
     for name in EVENT_FIELDS:
         if name == "time":
-            values.append(f"clock({', '.join(where[t] for t in time)})")
+            values.append(f"({time.expression.format_map(where)})")
         elif name == "kind":
             values.append(repr(kind))
         elif name in derived and all(arg in where for arg in derived[name][1]):
@@ -200,29 +255,9 @@ def _event_builder(
     return builder
 
 
-# Tokens shared by the families that log through syslog or name clients the same way.
+# Tokens shared by the families that name clients the same way.
 
 IP = r"[0-9A-Fa-f:.]*[0-9A-Fa-f]"
 """An IPv4 or IPv6 address as MTAs print it (IPv6 unbracketed, possibly IPv4-mapped).  Kept to
 one character class because alternatives cost the regex engine dearly on every line; the
 classifier checks the address properly."""
-
-SYSLOG_HEADER_START = (
-    pp.Regex(
-        r"(?P<rfc3339>\d\d\d\d-[^ ]+)"
-        r"|(?P<classic>[A-Z][a-z][a-z] [ \d]?\d \d\d:\d\d:\d\d)"
-    ).set_name("timestamp")
-    + pp.Literal(" ")
-    + pp.Regex(r"(?P<host>[^ ]+)").set_name("host")
-    + pp.Literal(" ")
-)
-"""``<time> <host> `` of a syslog line, classic BSD or RFC 3339 time (its groups: ``SYSLOG_TIME``).
-An RFC 3339 stamp is only sketched: the clock reads it and rejects what is not a time, and
-checking each digit here cost a quarter of the envelope's matching.  Character classes are
-spelled out (``[^ ]`` rather than ``\\S``): the regex engine tests them faster."""
-
-SYSLOG_TIME = ("rfc3339", "classic")
-"""The time groups of ``SYSLOG_HEADER_START``, in the order ``SyslogClock.time`` takes them."""
-
-PID = pp.Literal("[") + pp.Regex(r"(?P<pid>\d+)").set_name("pid") + pp.Literal("]: ")
-"""``[<pid>]: `` after the program name."""

@@ -17,9 +17,9 @@ from typing import Final
 
 import pyparsing as pp
 
+from parsers import syslog
 from parsers.events import Event, Kind
-from parsers.grammar import IP, PID, SYSLOG_HEADER_START, SYSLOG_TIME, Message, compile_lines
-from parsers.syslog import SyslogClock
+from parsers.grammar import IP, Message, compile_lines
 
 FAMILY: Final = "postfix"
 
@@ -43,7 +43,7 @@ def _lit(text: str) -> pp.Literal:
     return pp.Literal(text)
 
 
-QUEUE_ID = _re(r"(?P<queue_id>[0-9A-Z][0-9A-Za-z]{4,})", "queue id")
+QUEUE_ID = _re(r"(?P<queue_id>[0-9A-Z][0-9A-Za-z]{4,}+)", "queue id")
 """Short (hex, ``C1D72178141``) or long (``3mPVKl0Mhjz7sXv``) queue ids; never a lowercase
 word such as ``warning`` or ``reject``, and ``NOQUEUE`` is always tried first."""
 
@@ -234,14 +234,16 @@ def relay_refused(stage: str | None, reason: str | None) -> bool:
     return verdict in RELAY_REFUSALS
 
 
-ENVELOPE: Final = SYSLOG_HEADER_START + _re(r"(?P<program>[^ \[/]+/[^ \[]+)", "program") + PID
+ENVELOPE: Final = (
+    syslog.HEADER_START + _re(r"(?P<program>[^ \[/]++/[^ \[]++)", "program") + syslog.PID
+)
 """``<time> <host> postfix…/<service>[<pid>]: ``: Postfix names its programs with a slash."""
 
 LINE: Final = compile_lines(
     ENVELOPE,
     BODY,
     MESSAGES,
-    time=SYSLOG_TIME,
+    time=syslog.TIME,
     derived={"relay_refused": (relay_refused, ("stage", "reason"))},
 )
 
@@ -257,14 +259,14 @@ class PostfixParser:
     family = FAMILY
 
     def __init__(self, now: Callable[[], float] = time.time, tz: tzinfo | None = None) -> None:
-        self._time = SyslogClock(now, tz).time
+        self._clock = syslog.SyslogClock(now, tz).classic
 
     def parse(self, line: str) -> Event | None:
         m = _MATCH(line)
         if m is None:
             return None
         try:
-            return _BUILDERS[m.lastindex](m, self._time)  # type: ignore[index,misc]
+            return _BUILDERS[m.lastindex](m, self._clock)  # type: ignore[index,misc]
         except ValueError:  # a day or hour out of range: not a real timestamp
             return None
 

@@ -1,10 +1,45 @@
-"""Timestamps of syslog lines: classic BSD (no year, no zone) and RFC 3339."""
+"""The start of syslog lines: timestamps, classic BSD (no year, no zone) or RFC 3339, and host."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from datetime import datetime, tzinfo
+
+import pyparsing as pp
+
+from parsers.grammar import LineTime
+
+HEADER_START = (
+    pp.Regex(
+        r"(?P<rfc3339>\d\d\d\d-[^ ]+)"
+        r"|(?P<classic>[A-Z][a-z][a-z] [ \d]?\d \d\d:\d\d:\d\d)"
+    ).set_name("timestamp")
+    + pp.Literal(" ")
+    + pp.Regex(r"(?P<host>[^ ]+)").set_name("host")
+    + pp.Literal(" ")
+)
+"""``<time> <host> `` of a syslog line.  An RFC 3339 stamp is only sketched: ``TIME`` rejects
+what is not a time with a zone, and checking each character here cost a quarter of the
+envelope's matching.  Character classes are spelled out (``[^ ]`` rather than
+``\\S``): the regex engine tests them faster."""
+
+PID = pp.Literal("[") + pp.Regex(r"(?P<pid>\d+)").set_name("pid") + pp.Literal("]: ")
+"""``[<pid>]: `` after the program name."""
+
+
+def _no_zone(stamp: str) -> float:
+    raise ValueError(f"no zone in {stamp!r}")
+
+
+TIME = LineTime(
+    ("rfc3339", "classic"),
+    "(stamp.timestamp() if (stamp := iso({rfc3339})).tzinfo is not None else no_zone({rfc3339}))"
+    " if {rfc3339} is not None else clock({classic})",
+    {"iso": datetime.fromisoformat, "no_zone": _no_zone},
+)
+"""The time of a line that starts with ``HEADER_START``; the parser's clock is
+:meth:`SyslogClock.classic`."""
 
 _MONTHS = {
     name: number
@@ -29,21 +64,6 @@ class SyslogClock:
         self._now = now
         self._tz = tz
         self._classic: dict[str, float] = {}
-
-    def time(self, rfc3339: str | None, classic: str | None) -> float:
-        """The time of a line whose timestamp is one or the other (a parser's clock).
-
-        An RFC 3339 stamp (``2026-11-30T08:09:24.188092+00:00``) must carry its zone.  It is
-        not cached: ``datetime.fromisoformat`` is faster than any cache in front of it
-        (measured 0.7 µs against 1.3 µs).
-        """
-        if rfc3339 is not None:
-            stamp = _fromisoformat(rfc3339)
-            if stamp.tzinfo is None:
-                raise ValueError(f"no zone in {rfc3339!r}")
-            return stamp.timestamp()
-        cached = self._classic.get(classic)  # type: ignore[arg-type]
-        return cached if cached is not None else self.classic(classic)  # type: ignore[arg-type]
 
     def classic(self, stamp: str) -> float:
         cached = self._classic.get(stamp)
@@ -74,6 +94,3 @@ class SyslogClock:
             except ValueError:
                 continue
         raise ValueError(f"no year has {month}-{day}")
-
-
-_fromisoformat = datetime.fromisoformat

@@ -13,7 +13,7 @@ from detector.config import Settings
 from detector.errors import InputError
 from detector.ingest import Pipeline
 from detector.simulate import write_log
-from detector.store.models import EvidenceLine, RecipientRow, TransactionRow
+from detector.store.models import EvidenceLine, OffenderRow, RecipientRow, TransactionRow
 from detector.store.session import open_database
 
 
@@ -59,3 +59,26 @@ def test_an_error_in_the_reading_process_is_a_one_line_error_here(
     engine = open_database(f"sqlite:///{tmp_path / 'rw.db'}")
     with pytest.raises(InputError, match=r"mail\.log\.1\.gz: cannot be read to its end"):
         Pipeline(settings, engine).ingest_file(damaged, host="mx1", log_format="postfix")
+
+
+def test_what_was_stored_before_a_reading_error_is_scored(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a file read again adds nothing, so what it stored must be scored before the error leaves
+    log = tmp_path / "mail.log"
+    write_log(log, 20_000, seed=3)
+    damaged = tmp_path / "mail.log.1.gz"
+    damaged.write_bytes(gzip.compress(log.read_bytes())[:-20_000])
+    monkeypatch.setattr(ingest, "BATCH_LINES", 1_000)
+    monkeypatch.setattr(ingest, "RESCORE_EVERY", 10**9)  # only the end of reading scores
+    engine = open_database(f"sqlite:///{tmp_path / 'rw.db'}")
+    with pytest.raises(InputError):
+        Pipeline(settings, engine).ingest_file(damaged, host="mx1", log_format="postfix")
+    with engine.connect() as connection:
+        attempting = set(
+            connection.scalars(
+                select(RecipientRow.client_ip).where(RecipientRow.relay_attempt.is_not(None))
+            )
+        )
+        offenders = set(connection.scalars(select(OffenderRow.ip)))
+    assert attempting and offenders == attempting

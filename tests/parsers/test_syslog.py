@@ -35,17 +35,29 @@ def test_february_29th_finds_its_leap_year() -> None:
 
 
 def test_rfc3339_offsets_and_fractions_are_honoured() -> None:
-    clock = SyslogClock()
+    parser = PostfixParser()
+
+    def time(stamp: str) -> float | None:
+        event = parser.parse(f"{stamp} mx postfix/smtpd[1]: connect from a[192.0.2.1]")
+        return None if event is None else event.time
+
     expected = at(2026, 11, 30, 8, 0) + 0.25
-    assert clock.time("2026-11-30T09:00:00.25+01:00", None) == expected
-    assert clock.time("2026-11-30T09:00:00.250000+0100", None) == expected
-    assert clock.time("2026-11-30T08:00:00.25Z", None) == expected
-    assert clock.time("2026-11-30T03:00:00-05:00", None) == at(2026, 11, 30, 8, 0)
+    assert time("2026-11-30T09:00:00.25+01:00") == expected
+    assert time("2026-11-30T09:00:00.250000+0100") == expected
+    assert time("2026-11-30T08:00:00.25Z") == expected
+    assert time("2026-11-30T03:00:00-05:00") == at(2026, 11, 30, 8, 0)
+    assert time("2026-11-30T08:09:24.188092+00:00") == at(2026, 11, 30, 8, 9, 24) + 0.188092
 
 
 def test_rfc3339_stamps_without_a_zone_or_a_time_yield_no_event() -> None:
     parser = PostfixParser()
-    for stamp in ("2026-11-30T08:00:00", "2026-11-30", "2026-11-30T08:00:00+01:00junk"):
+    for stamp in (
+        "2026-11-30T08:00:00",
+        "2026-11-30",
+        "2026-11-30T08:00:00+01:00junk",
+        "2026-11-31T08:00:00+01:00",
+        "2026-11-30Tnoon+01:00",
+    ):
         assert parser.parse(f"{stamp} mx postfix/smtpd[1]: connect from a[192.0.2.1]") is None
 
 
