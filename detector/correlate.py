@@ -53,8 +53,9 @@ class _Builder:
     recipients: dict[tuple[str, str | None], Recipient] = field(default_factory=dict)
 
     def build(self, host: str) -> Transaction:
+        offsets, texts = zip(*self.lines, strict=True)
         return Transaction(  # positional: a named tuple builds faster so
-            host, self.start, self.last, tuple(self.lines), self.queue_id, self.client_ip,
+            host, self.start, self.last, offsets, texts, self.queue_id, self.client_ip,
             self.client_name, self.helo, self.sasl_user, self.local_submission, self.sender,
             self.message_id, self.size, self.reject_reason, tuple(self.recipients.values()),
         )  # fmt: skip

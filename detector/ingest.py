@@ -220,9 +220,10 @@ def _batches(path: Path, family: str, host: str, classifier: Classifier) -> Iter
 
 def _evidence_only(txn: Transaction) -> Transaction:
     """``txn`` without the text of its lines unless it holds a relay attempt."""
-    if any(r.relay_attempt is not None for r in txn.recipients):
-        return txn
-    return txn._replace(lines=tuple((offset, "") for offset, _ in txn.lines))
+    for recipient in txn.recipients:
+        if recipient.relay_attempt is not None:
+            return txn
+    return txn.without_texts()
 
 
 def _feed(

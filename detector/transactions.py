@@ -70,7 +70,8 @@ class Transaction(NamedTuple):
     host: str  # the relay host (the source's name)
     start: float  # UTC epoch seconds of the first line
     end: float  # … and of the last
-    lines: tuple[tuple[int, str], ...]  # (byte offset in the source, text) of its lines, in order
+    offsets: tuple[int, ...]  # byte offset in the source of each of its lines, in order
+    texts: tuple[str, ...]  # the text of each line; () once dropped (see without_texts)
     queue_id: str | None = None
     client_ip: str | None = None
     client_name: str | None = None
@@ -92,6 +93,10 @@ class Transaction(NamedTuple):
         """This transaction with the classifier's labels."""
         return tuple.__new__(Transaction, (*self[:_RECIPIENTS], recipients, internal, sender_local))
 
+    def without_texts(self) -> Transaction:
+        """This transaction with the offsets of its lines but not their text."""
+        return _rebuild(Transaction, (*self[:_TEXTS], (), *self[_TEXTS + 1 :]))
+
     def __reduce__(self) -> tuple[object, ...]:
         return _rebuild, (Transaction, tuple(self))
 
@@ -104,4 +109,5 @@ class Transaction(NamedTuple):
         return sum(1 for r in self.recipients if r.relay_attempt == ACCEPTED)
 
 
+_TEXTS = Transaction._fields.index("texts")
 _RECIPIENTS = Transaction._fields.index("recipients")

@@ -87,16 +87,16 @@ def insert_transactions(
     """
     if not transactions:
         return [], {}
-    offsets = [t.lines[0][0] for t in transactions]
+    offsets = [t.offsets[0] for t in transactions]
     present = stored_ids(connection, log_file, min(offsets), max(offsets))
-    fresh = [t for t in transactions if t.lines[0][0] not in present]
+    fresh = [t for t in transactions if t.offsets[0] not in present]
     if not fresh:
         return [], {}
     rows = []
     for t in fresh:
         recipients = t.recipients
         rows.append((
-            log_file, t.lines[0][0], ",".join([str(offset) for offset, _ in t.lines]), t.host,
+            log_file, t.offsets[0], ",".join(map(str, t.offsets)), t.host,
             t.queue_id, t.start, t.end, t.client_ip, t.client_name, t.helo, t.sasl_user,
             t.local_submission, t.sender, t.message_id, t.size, t.reject_reason, bool(t.internal),
             t.sender_local, len(recipients),
@@ -110,7 +110,7 @@ def insert_transactions(
     evidence: list[tuple[object, ...]] = []
     touched: dict[str, float] = {}
     for t in fresh:
-        txn_id = ids[t.lines[0][0]]
+        txn_id = ids[t.offsets[0]]
         first_attempt = None
         for r in t.recipients:
             if r.relay_attempt is not None and (first_attempt is None or r.time < first_attempt):
@@ -121,7 +121,8 @@ def insert_transactions(
             ))  # fmt: skip
         if first_attempt is not None and t.client_ip is not None:
             touched[t.client_ip] = min(first_attempt, touched.get(t.client_ip, first_attempt))
-            evidence.extend((txn_id, offset, line) for offset, line in dict(t.lines).items())
+            lines = dict(zip(t.offsets, t.texts, strict=True))  # a line may serve twice
+            evidence.extend((txn_id, offset, text) for offset, text in lines.items())
     _bulk_insert(connection, "recipients", _RECIPIENT_COLUMNS, recipients_rows)
     _bulk_insert(connection, "evidence_lines", _EVIDENCE_COLUMNS, evidence)
     return fresh, touched

@@ -16,7 +16,7 @@ NETWORK = NetworkSettings(
 
 
 def txn(client_ip: str | None = "203.0.113.7", *rcpts: Recipient, **kw: object) -> Transaction:
-    return Transaction(host="mx1", start=0.0, end=0.0, lines=((0, "line"),),
+    return Transaction(host="mx1", start=0.0, end=0.0, offsets=(0,), texts=("line",),
                        client_ip=client_ip, recipients=rcpts, **kw)  # type: ignore[arg-type]  # fmt: skip
 
 

@@ -32,7 +32,7 @@ def test_refusals_of_one_mail_from_in_one_session_are_one_transaction() -> None:
     assert [r.address for r in txn.recipients] == [f"v{n}@outside.example" for n in range(3)]
     assert all(r.outcome == Outcome.REJECTED and r.refused_as_relay for r in txn.recipients)
     assert txn.client_ip == "203.0.113.7" and txn.helo == "spambot"
-    offsets = [offset for offset, _ in txn.lines]
+    offsets = list(txn.offsets)
     assert len(offsets) == 3 and offsets == sorted(offsets)
 
 
@@ -52,7 +52,7 @@ def test_a_queued_message_ends_at_removed_with_every_line() -> None:
     [txn] = correlate(lines)
     assert txn.queue_id == "4A5B6C7D8E" and txn.sender == "spam@forged.example"
     assert (
-        len(txn.lines) == 4
+        len(txn.offsets) == len(txn.texts) == 4
     )  # client=, qmgr, smtp, removed (connect/disconnect are the session's)
     [rcpt] = txn.recipients
     assert (rcpt.outcome, rcpt.agent, rcpt.next_hop) == (
