@@ -109,12 +109,21 @@ class Classifier:
                     if domain:
                         self.delivered_locally.add(domain)
 
-    def classify(self, txn: Transaction) -> Transaction:
-        internal = bool(
+    def is_internal(self, txn: Transaction) -> bool:
+        """Whether the client is ours: trusted network, authenticated, or the host itself."""
+        return bool(
             txn.local_submission
             or txn.sasl_user
             or (txn.client_ip is not None and self._internal_ip(txn.client_ip))
         )
+
+    def may_be_relay_attempt(self, txn: Transaction) -> bool:
+        """False when :meth:`classify` cannot find a relay attempt in ``txn``, whatever the
+        domains learnt by then (a cheap test, made before them)."""
+        return not self.is_internal(txn) or any(r.refused_as_relay for r in txn.recipients)
+
+    def classify(self, txn: Transaction) -> Transaction:
+        internal = self.is_internal(txn)
         client_side = INTERNAL if internal else EXTERNAL
         outside_client = not internal and txn.client_ip is not None
         recipients = tuple(

