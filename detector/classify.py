@@ -104,7 +104,7 @@ class Classifier:
         """Note the domains these transactions show delivered to local mailboxes."""
         for txn in transactions:
             for rcpt in txn.recipients:
-                if rcpt.agent in LOCAL_AGENTS and rcpt.outcome == Outcome.DELIVERED:
+                if _delivered_here(rcpt):
                     domain = rcpt.address.rpartition("@")[2].lower()
                     if domain:
                         self.delivered_locally.add(domain)
@@ -119,8 +119,14 @@ class Classifier:
 
     def may_be_relay_attempt(self, txn: Transaction) -> bool:
         """False when :meth:`classify` cannot find a relay attempt in ``txn``, whatever the
-        domains learnt by then (a cheap test, made before them)."""
-        return not self.is_internal(txn) or any(r.refused_as_relay for r in txn.recipients)
+        domains learnt by then: :meth:`_recipient` without its domain test."""
+        outside = txn.client_ip is not None and not self.is_internal(txn)
+        for rcpt in txn.recipients:
+            if rcpt.refused_as_relay:
+                return True
+            if outside and rcpt.outcome != Outcome.REJECTED and not _delivered_here(rcpt):
+                return True
+        return False
 
     def classify(self, txn: Transaction) -> Transaction:
         internal = self.is_internal(txn)
@@ -138,7 +144,7 @@ class Classifier:
         self, rcpt: Recipient, internal: bool, outside_client: bool, client_side: str
     ) -> Recipient:
         domain = destination_domain(rcpt.address)
-        if rcpt.agent in LOCAL_AGENTS and rcpt.outcome == Outcome.DELIVERED:
+        if _delivered_here(rcpt):
             plain = rcpt.address.rpartition("@")[2].lower()  # the server delivered it here
             return rcpt.labelled(plain, _DIRECTIONS[client_side, INTERNAL], None)
         local = self.is_local_domain(domain)
@@ -151,6 +157,11 @@ class Classifier:
             attempt = ACCEPTED
         side = INTERNAL if local else EXTERNAL
         return rcpt.labelled(domain, _DIRECTIONS[client_side, side], attempt)
+
+
+def _delivered_here(rcpt: Recipient) -> bool:
+    """The server delivered it to a mailbox of its own."""
+    return rcpt.agent in LOCAL_AGENTS and rcpt.outcome == Outcome.DELIVERED
 
 
 def _address(ip: str) -> IPAddress | None:

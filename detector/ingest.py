@@ -116,8 +116,7 @@ class Pipeline:
         """Read a whole file (plain or gzip) into the store; reading it again adds nothing.
 
         A large file is read, parsed and correlated in a child process while this one
-        classifies, stores and scores, so the two halves of the work use two cores (measured
-        on 1M lines: about 7 s of work each).
+        classifies, stores and scores, so the two halves of the work use two cores.
         """
         family = resolve_format(path, log_format)
         summary = Summary()
