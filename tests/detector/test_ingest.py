@@ -48,13 +48,19 @@ def test_reading_in_a_child_process_stores_exactly_what_reading_here_does(
     assert _stored(here_engine) == _stored(child_engine)
 
 
+def _truncated_gzip(tmp_path: Path, lines: int, missing: int) -> Path:
+    """A gzipped simulated log without its last ``missing`` bytes."""
+    log = tmp_path / "mail.log"
+    write_log(log, lines, seed=3)
+    damaged = tmp_path / "mail.log.1.gz"
+    damaged.write_bytes(gzip.compress(log.read_bytes())[:-missing])
+    return damaged
+
+
 def test_an_error_in_the_reading_process_is_a_one_line_error_here(
     tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log = tmp_path / "mail.log"
-    write_log(log, 5_000, seed=3)
-    damaged = tmp_path / "mail.log.1.gz"
-    damaged.write_bytes(gzip.compress(log.read_bytes())[:-4000])
+    damaged = _truncated_gzip(tmp_path, 5_000, 4_000)
     monkeypatch.setattr(ingest, "PARALLEL_BYTES", 0)
     engine = open_database(f"sqlite:///{tmp_path / 'rw.db'}")
     with pytest.raises(InputError, match=r"mail\.log\.1\.gz: cannot be read to its end"):
@@ -65,10 +71,7 @@ def test_what_was_stored_before_a_reading_error_is_scored(
     tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # a file read again adds nothing, so what it stored must be scored before the error leaves
-    log = tmp_path / "mail.log"
-    write_log(log, 20_000, seed=3)
-    damaged = tmp_path / "mail.log.1.gz"
-    damaged.write_bytes(gzip.compress(log.read_bytes())[:-20_000])
+    damaged = _truncated_gzip(tmp_path, 20_000, 20_000)
     monkeypatch.setattr(ingest, "BATCH_LINES", 1_000)
     monkeypatch.setattr(ingest, "RESCORE_EVERY", 10**9)  # only the end of reading scores
     engine = open_database(f"sqlite:///{tmp_path / 'rw.db'}")
