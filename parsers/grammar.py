@@ -15,8 +15,10 @@ the compiled expression agree.
 from __future__ import annotations
 
 import re
-import re._constants as _sre_constants  # type: ignore[import-not-found]  # private, but the
-import re._parser as _sre_parser  # type: ignore[import-not-found]  # only exact reading
+
+# the re module's own parser: private, but the one exact reading of a pattern
+import re._constants as _sre_constants  # type: ignore[import-not-found]
+import re._parser as _sre_parser  # type: ignore[import-not-found]
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
