@@ -57,6 +57,22 @@ def fingerprint(path: Path) -> str:
             first = handle.readline(FINGERPRINT_BYTES)
         except (OSError, EOFError, zlib.error) as exc:
             raise InputError(f"{path}: cannot read: {exc}") from None
+    return _hash(first)
+
+
+def head_fingerprint(head: bytes, whole: bool = False) -> str | None:
+    """:func:`fingerprint` of a file that starts with ``head`` (its first 4 KiB, or all of
+    it), or ``None`` while its first line is still being written; a ``whole`` file (one that
+    will not grow) is all there is to it."""
+    newline = head.find(b"\n", 0, FINGERPRINT_BYTES)
+    if newline >= 0:
+        return _hash(head[: newline + 1])
+    if len(head) >= FINGERPRINT_BYTES or (whole and head):
+        return _hash(head[:FINGERPRINT_BYTES])
+    return None
+
+
+def _hash(first: bytes) -> str:
     return hashlib.sha256(first).hexdigest()[:32]
 
 
@@ -75,9 +91,8 @@ def read_lines(
 def _chunks(
     handle: BinaryIO, counts: ReadCounts, name: str, offset: int
 ) -> Iterator[Iterable[tuple[int, str]]]:
-    """The ``(offset, text)`` pairs of each chunk read.  Reads megabytes at a time and pairs
-    lines with their offsets in C (split, accumulate, zip): a readline(), or a Python step,
-    per line costs a fifth of parsing it."""
+    """The ``(offset, text)`` pairs of each chunk read, a megabyte at a time (a readline() per
+    line costs a fifth of parsing it)."""
     read = _checked(handle, name)
     pending = b""  # the start of a line whose end has not been read yet
     skipped = 0  # bytes dropped from a line longer than MAX_LINE that has not ended yet
@@ -111,26 +126,33 @@ def _chunks(
             pending = data
             continue
         body, pending = data[:end], data[end:]
-        lines: list[str]
-        if body.isascii() and b"\x00" not in body and b"\r" not in body:
-            lines = body.decode("ascii").split("\n")
-            lines.pop()  # the empty string after the last newline
-            sizes = list(map(len, lines))  # an ASCII line has as many bytes as characters
-            if max(sizes) > MAX_LINE:
-                lines = [line[:MAX_LINE] for line in lines]
-        else:
-            raw = body.split(b"\n")
-            raw.pop()
-            sizes = list(map(len, raw))
-            lines = [_decode(line[:MAX_LINE]) for line in raw]
-        if max(sizes) > MAX_LINE:
-            counts.cut += sum(1 for size in sizes if size > MAX_LINE)
-        counts.lines += len(lines)
-        counts.bytes += end
-        # one offset more than lines: the last is where the next chunk starts
-        offsets = accumulate(map(add, sizes, repeat(1)), initial=offset)
-        yield zip(offsets, lines, strict=False)
+        yield split_lines(body, offset, counts)
         offset += end
+
+
+def split_lines(body: bytes, offset: int, counts: ReadCounts) -> Iterable[tuple[int, str]]:
+    """``(offset, text)`` of each line of ``body`` (whole lines, the last ending in a newline)
+    that starts at ``offset`` in its file; ``counts`` take them in.  Lines are paired with their
+    offsets in C (split, accumulate, zip): a Python step per line costs a fifth of parsing it."""
+    lines: list[str]
+    if body.isascii() and b"\x00" not in body and b"\r" not in body:
+        lines = body.decode("ascii").split("\n")
+        lines.pop()  # the empty string after the last newline
+        sizes = list(map(len, lines))  # an ASCII line has as many bytes as characters
+        if max(sizes) > MAX_LINE:
+            lines = [line[:MAX_LINE] for line in lines]
+    else:
+        raw = body.split(b"\n")
+        raw.pop()
+        sizes = list(map(len, raw))
+        lines = [_decode(line[:MAX_LINE]) for line in raw]
+    if max(sizes) > MAX_LINE:
+        counts.cut += sum(1 for size in sizes if size > MAX_LINE)
+    counts.lines += len(lines)
+    counts.bytes += len(body)
+    # one offset more than lines: the last is where the next chunk starts
+    offsets = accumulate(map(add, sizes, repeat(1)), initial=offset)
+    return zip(offsets, lines, strict=False)
 
 
 def _decode(raw: bytes) -> str:
