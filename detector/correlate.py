@@ -10,8 +10,10 @@ event for a while (in log time) is flushed as it stands.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from detector.transactions import Outcome, Recipient, Transaction
 from parsers.events import Event, Kind
@@ -51,13 +53,15 @@ class _Builder:
     size: int | None = None
     reject_reason: str | None = None
     recipients: dict[tuple[str, str | None], Recipient] = field(default_factory=dict)
+    source_file: str | None = None
 
     def build(self, host: str) -> Transaction:
         offsets, texts = zip(*self.lines, strict=True)
         return Transaction(  # positional: a named tuple builds faster so
-            host, self.start, self.last, offsets, texts, self.queue_id, self.client_ip,
-            self.client_name, self.helo, self.sasl_user, self.local_submission, self.sender,
-            self.message_id, self.size, self.reject_reason, tuple(self.recipients.values()),
+            host, self.start, self.last, offsets, texts, self.source_file, self.queue_id,
+            self.client_ip, self.client_name, self.helo, self.sasl_user, self.local_submission,
+            self.sender, self.message_id, self.size, self.reject_reason,
+            tuple(self.recipients.values()),
         )  # fmt: skip
 
 
@@ -73,7 +77,9 @@ class _Session:
 class Correlator:
     """Feed it events in log order; it hands back finished transactions.
 
-    ``host`` names the relay host the events come from (the source's ``host``).
+    ``host`` names the relay host the events come from (the source's ``host``);
+    ``source_file`` is the fingerprint of the log file being read, which the transactions
+    started from now on are stored under (a follower changes it when the log rotates).
     """
 
     def __init__(
@@ -81,8 +87,10 @@ class Correlator:
         host: str,
         session_timeout: float = SESSION_TIMEOUT,
         message_timeout: float = MESSAGE_TIMEOUT,
+        source_file: str | None = None,
     ) -> None:
         self.host = host
+        self.source_file = source_file
         self._sessions: dict[tuple[str, str, str | None], _Session] = {}
         self._messages: dict[str, _Builder] = {}
         self._session_timeout = session_timeout
@@ -168,7 +176,9 @@ class Correlator:
         queue_id = event.queue_id or ""
         message = self._messages.get(queue_id)
         if message is None:  # its first lines were in an earlier log, or it was re-queued
-            message = _Builder(event.time, event.time, [], queue_id=queue_id)
+            message = _Builder(
+                event.time, event.time, [], queue_id=queue_id, source_file=self.source_file
+            )
             self._messages[queue_id] = message
         message.lines.append(where)
         message.last = event.time
@@ -241,8 +251,59 @@ class Correlator:
             out.append(refused.build(self.host))
             refused = None
         if refused is None:
-            refused = _Builder(event.time, event.time, [], sender=event.sender)
+            refused = _Builder(
+                event.time, event.time, [], sender=event.sender, source_file=self.source_file
+            )
             session.refused = refused
         refused.lines.append(where)
         refused.last = event.time
         return refused
+
+    # -- state kept across restarts ---------------------------------------------------------
+
+    def snapshot(self) -> str:
+        """What is held (sessions and messages not finished yet), as JSON, for :meth:`restore`:
+        stored with the position of the lines read, so a restart goes on where this stopped."""
+        return json.dumps({
+            "sessions": [
+                [list(key), s.client_ip, s.client_name, s.last, s.helo,
+                 None if s.refused is None else _builder_state(s.refused)]
+                for key, s in self._sessions.items()
+            ],
+            "messages": [_builder_state(m) for m in self._messages.values()],
+            "next_sweep": self._next_sweep,
+        }, separators=(",", ":"))  # fmt: skip
+
+    def restore(self, snapshot: str) -> None:
+        """Take back what :meth:`snapshot` saved."""
+        state = json.loads(snapshot)
+        self._sessions = {
+            (key[0], key[1], key[2]): _Session(
+                ip, name, last, helo, None if refused is None else _builder(refused)
+            )
+            for key, ip, name, last, helo, refused in state["sessions"]
+        }
+        self._messages = {}
+        for saved in state["messages"]:
+            message = _builder(saved)
+            self._messages[message.queue_id or ""] = message
+        self._next_sweep = state["next_sweep"]
+
+
+_BUILDER_FIELDS = tuple(f.name for f in fields(_Builder) if f.name not in ("lines", "recipients"))
+
+
+def _builder_state(builder: _Builder) -> dict[str, object]:
+    state: dict[str, object] = {name: getattr(builder, name) for name in _BUILDER_FIELDS}
+    state["lines"] = builder.lines
+    state["recipients"] = [list(r) for r in builder.recipients.values()]
+    return state
+
+
+def _builder(state: dict[str, Any]) -> _Builder:
+    recipients = [Recipient(*r) for r in state["recipients"]]
+    return _Builder(
+        **{name: state[name] for name in _BUILDER_FIELDS},
+        lines=[(offset, text) for offset, text in state["lines"]],
+        recipients={(r.address, r.orig_address): r for r in recipients},
+    )

@@ -8,7 +8,7 @@ import multiprocessing
 import multiprocessing.queues
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,11 +123,14 @@ class Pipeline:
         """
         family = resolve_format(path, log_format)
         summary = Summary()
+        source_file = fingerprint(path)
         with self.engine.begin() as connection:
-            file_id = log_file_id(connection, host, str(path), fingerprint(path), family)
+            file_id = log_file_id(connection, host, str(path), source_file, family)
 
         def produce() -> Iterator[_Batch]:
-            return _batches(path, family, host, self.classifier)
+            return _batches(
+                path, family, Correlator(host, source_file=source_file), self.classifier
+            )
 
         parallel = (os.cpu_count() or 1) > 1 and path.stat().st_size >= PARALLEL_BYTES
         unscored: dict[str, float] = {}
@@ -142,7 +145,7 @@ class Pipeline:
                     classified = [
                         _evidence_only(self.classifier.classify(t)) for t in batch.transactions
                     ]
-                    self.store(file_id, classified, summary, unscored)
+                    self.store({source_file: file_id}, classified, summary, unscored)
                     pause = max(RESCORE_EVERY, rescoring * (1 - RESCORE_SHARE) / RESCORE_SHARE)
                     if unscored and time.monotonic() - scored_at >= pause:
                         started = time.monotonic()
@@ -161,7 +164,7 @@ class Pipeline:
 
     def store(
         self,
-        file_id: int,
+        file_ids: Mapping[str | None, int],
         classified: list[Transaction],
         summary: Summary,
         unscored: dict[str, float],
@@ -171,7 +174,7 @@ class Pipeline:
         if not classified:
             return
         with self.engine.begin() as connection:
-            stored, touched = insert_transactions(connection, file_id, classified)
+            stored, touched = insert_transactions(connection, file_ids, classified)
         summary.transactions += len(stored)
         summary.already_stored += len(classified) - len(stored)
         summary.refused_relays += sum(t.refused_relays for t in stored)
@@ -203,7 +206,9 @@ class _Batch:
     cut: int  # cut so far
 
 
-def _batches(path: Path, family: str, host: str, classifier: Classifier) -> Iterator[_Batch]:
+def _batches(
+    path: Path, family: str, correlator: Correlator, classifier: Classifier
+) -> Iterator[_Batch]:
     """Read, parse and correlate ``path`` in batches of ``BATCH_LINES`` lines.
 
     Only relay attempts keep the text of their lines (as evidence); the others keep offsets,
@@ -211,7 +216,6 @@ def _batches(path: Path, family: str, host: str, classifier: Classifier) -> Iter
     their texts here already, which keeps batches small to hand between processes.
     """
     parser = make_parser(family)
-    correlator = Correlator(host)
     counts = ReadCounts()
     with open_log(path) as handle, _cyclic_gc_paused():
         lines = read_lines(handle, counts, str(path))

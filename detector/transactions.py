@@ -72,6 +72,7 @@ class Transaction(NamedTuple):
     end: float  # … and of the last
     offsets: tuple[int, ...]  # byte offset in the source of each of its lines, in order
     texts: tuple[str, ...]  # the text of each line; () once dropped (see without_texts)
+    source_file: str | None = None  # fingerprint of the log file its first line is in
     queue_id: str | None = None
     client_ip: str | None = None
     client_name: str | None = None

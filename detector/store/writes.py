@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, insert, select, update
@@ -79,14 +79,29 @@ def _bulk_insert(
 
 
 def insert_transactions(
-    connection: Connection, log_file: int, transactions: Sequence[Transaction]
+    connection: Connection, file_ids: Mapping[str | None, int], transactions: Sequence[Transaction]
 ) -> tuple[list[Transaction], dict[str, float]]:
-    """Store classified transactions not stored before.
+    """Store classified transactions not stored before, each under the log file its
+    ``source_file`` fingerprint names in ``file_ids``.
 
     Returns those stored, and for each client whose relay attempts they add, the earliest.
     """
-    if not transactions:
-        return [], {}
+    by_file: dict[int, list[Transaction]] = {}
+    for t in transactions:
+        by_file.setdefault(file_ids[t.source_file], []).append(t)
+    stored: list[Transaction] = []
+    touched: dict[str, float] = {}
+    for log_file, group in by_file.items():
+        fresh, clients = _insert_file(connection, log_file, group)
+        stored += fresh
+        for ip, first in clients.items():
+            touched[ip] = min(first, touched.get(ip, first))
+    return stored, touched
+
+
+def _insert_file(
+    connection: Connection, log_file: int, transactions: Sequence[Transaction]
+) -> tuple[list[Transaction], dict[str, float]]:
     offsets = [t.offsets[0] for t in transactions]
     present = stored_ids(connection, log_file, min(offsets), max(offsets))
     fresh = [t for t in transactions if t.offsets[0] not in present]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 
 from detector.correlate import Correlator
 from detector.transactions import Outcome, Transaction
@@ -74,3 +75,32 @@ def test_stale_sessions_and_messages_are_flushed_so_memory_stays_bounded() -> No
             correlator.feed(event, n, line, out)
         assert correlator.pending <= 2 * (3600 // 10 + 60 // 10 + 2)
     assert len(out) > 1500  # flushed as they went stale, not held to the end
+
+
+def test_a_restored_snapshot_goes_on_as_if_never_stopped() -> None:
+    """Every cut of a real log: snapshot, restore into a new correlator, feed the rest."""
+    from detector.simulate import traffic
+
+    lines = list(islice(traffic(start=T0, open_relay_clients=1, abuse_share=0.3), 3000))
+    parser = PostfixParser(tz=UTC)
+    events = [(offset, line, parser.parse(line)) for offset, line in enumerate(lines)]
+    whole = Correlator("mx1", source_file="f1")
+    expected: list[Transaction] = []
+    for offset, line, event in events:
+        if event is not None:
+            whole.feed(event, offset, line, expected)
+    whole.flush(expected)
+    for cut in (1, 700, 1501, 2999):
+        before = Correlator("mx1", source_file="f1")
+        got: list[Transaction] = []
+        for offset, line, event in events[:cut]:
+            if event is not None:
+                before.feed(event, offset, line, got)
+        after = Correlator("mx1", source_file="f1")
+        after.restore(before.snapshot())
+        assert after.pending == before.pending
+        for offset, line, event in events[cut:]:
+            if event is not None:
+                after.feed(event, offset, line, got)
+        after.flush(got)
+        assert sorted(got) == sorted(expected), cut
