@@ -190,3 +190,19 @@ class DecisionRow(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
     duration_seconds: Mapped[int] = mapped_column(Integer)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class SourcePosition(Base):
+    """Where following one source stands (``detector.follow.Position``), with what the
+    correlator held there; committed in the same transaction as the rows read up to it."""
+
+    __tablename__ = "source_positions"
+
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    device: Mapped[int] = mapped_column(BigInteger)
+    inode: Mapped[int] = mapped_column(BigInteger)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    offset: Mapped[int] = mapped_column(BigInteger)
+    correlator_state: Mapped[str] = mapped_column(Text)  # JSON: sessions and messages held
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
