@@ -22,12 +22,13 @@ with their non-delivery notices, anvil statistics. Outside clients use the docum
 ``.example``/``.test``/``example.com``-style name. Abusers, open-relay clients, legitimate
 senders, roaming users and other hostile clients never share an address.
 
-Sessions start tens of milliseconds to seconds apart and overlap: a session owns its smtpd
-process from connect to disconnect (a pid never carries two sessions at once), processes are
-reused and replaced the way Postfix's master does it, and queue manager and delivery lines of
-earlier messages interleave with newer sessions. Queue ids are built the way Postfix builds them
-(microseconds, then the queue file's inode number), with a long one (``enable_long_queue_ids``)
-now and then; within one run no queue id is used twice.
+Sessions start tens of milliseconds to seconds apart (``session_rate``: 2.5 a second unless
+asked) and overlap: a session owns its smtpd process from connect to disconnect (a pid never
+carries two sessions at once), processes are reused and replaced the way Postfix's master does
+it, and queue manager and delivery lines of earlier messages interleave with newer sessions.
+Queue ids are built the way Postfix builds them (microseconds, then the queue file's inode
+number), with a long one (``enable_long_queue_ids``) now and then; within one run no queue id is
+used twice.
 
 :class:`GroundTruth` is counted line by line as the lines are handed out, so it always describes
 exactly the lines written so far:
@@ -44,15 +45,21 @@ exactly the lines written so far:
   counts them: ``client=`` and ``pickup`` lines; ``status=sent`` lines; distinct queue ids with a
   ``status=deferred`` line; ``status=bounced`` lines; ``reject:`` lines.
 
-The output depends on the arguments only: the same arguments give the same lines.
+The output depends on the arguments only: the same arguments give the same lines. Only
+:func:`append_live` starts at the current time, and writes each line to its file when its time
+comes.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import math
 import os
 import sys
+import threading
+import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -62,7 +69,7 @@ from pathlib import Path
 from random import Random
 from typing import Final, TypeVar
 
-__all__ = ["DEFAULT_START", "STYLES", "GroundTruth", "main", "traffic", "write_log"]
+__all__ = ["DEFAULT_START", "STYLES", "GroundTruth", "append_live", "main", "traffic", "write_log"]
 
 STYLES: Final = ("rfc3339", "traditional")
 DEFAULT_START: Final = datetime(2026, 11, 30, 6, 0, 0, tzinfo=UTC)
@@ -94,6 +101,10 @@ _Line = tuple[int, str, int, str]
 _T = TypeVar("_T")
 _H = TypeVar("_H")
 _DRAW_BITS: Final = 12  # weighted draws pick from tables of 2**12 entries
+# A busy Postfix host takes a few hundred sessions a second; far beyond that, sessions less than
+# a microsecond apart would pile up in memory faster than they could be written.
+_MOST_SESSIONS: Final = 10_000
+_LONGEST_NAP: Final = 0.2  # seconds append_live sleeps at most, so that it notices stop quickly
 
 
 @dataclass
@@ -336,6 +347,7 @@ class _Simulator:
         abusers: int,
         abuse_share: float,
         open_relay_clients: int,
+        session_rate: float,
     ) -> None:
         if style not in STYLES:
             raise ValueError(f"style must be one of {', '.join(STYLES)}, not {style!r}")
@@ -343,6 +355,11 @@ class _Simulator:
             raise ValueError(f"abuse_share must be between 0 and 1, not {abuse_share}")
         if abusers < 0 or open_relay_clients < 0:
             raise ValueError("abusers and open_relay_clients cannot be negative")
+        if not 0 < session_rate <= _MOST_SESSIONS:
+            raise ValueError(
+                f"session_rate must be more than 0 and at most {_MOST_SESSIONS:,} sessions a "
+                f"second, not {session_rate}"
+            )
         self.rnd = rnd = Random(seed)
         self.random = rnd.random
         self.bits = rnd.getrandbits
@@ -353,6 +370,9 @@ class _Simulator:
         self._host = host
         self._start = int(start.timestamp() * _SECOND)
         self.clock = self._start  # when the next session starts
+        self._session_rate = session_rate
+        # sessions start at least an 80th of the mean gap apart: 5 ms at 2.5 sessions a second
+        self._least_gap = round(_SECOND / (80 * session_rate))
         self._pid = rnd.randrange(9000, 30000)
         self._inode = rnd.randrange(0x100000, 0x200000)
         self._stamp_second = -1
@@ -1322,6 +1342,8 @@ class _Simulator:
         stage = self.stage
         when = itemgetter(0)
         gap = self.rnd.expovariate
+        rate = self._session_rate
+        least_gap = self._least_gap
         pending: list[_Line] = []
         committed = 0  # lines handed out, pending or staged
         closing = False  # with a limit: a session did not fit in what was left
@@ -1330,8 +1352,8 @@ class _Simulator:
             done = False
             while len(stage) < 4096:
                 start = self.clock
-                # the next session starts tens of milliseconds to seconds after this one
-                self.clock = start + 5_000 + int(gap(2.5) * _SECOND)
+                # at 2.5 sessions a second the next one starts tens of milliseconds to seconds later
+                self.clock = start + least_gap + int(gap(rate) * _SECOND)
                 if limit is None:
                     self.session(start)
                     continue
@@ -1405,13 +1427,15 @@ def traffic(
     abusers: int = 5,
     abuse_share: float = 0.1,
     open_relay_clients: int = 0,
+    session_rate: float = 2.5,
     truth: GroundTruth | None = None,
 ) -> Iterator[str]:
     """An endless simulated Postfix log (lines without newline) starting at ``start``.
 
     ``style`` is ``rfc3339`` (rsyslog's Debian default, ``2026-11-30T08:09:24.188092+00:00``)
-    or ``traditional`` (``Nov 30 08:09:24``); a naive ``start`` is UTC. ``truth``, when given,
-    is updated as each line is handed out.
+    or ``traditional`` (``Nov 30 08:09:24``); a naive ``start`` is UTC. About ``session_rate``
+    client sessions start per simulated second. ``truth``, when given, is updated as each line
+    is handed out.
     """
     sim = _Simulator(
         seed=seed,
@@ -1421,18 +1445,26 @@ def traffic(
         abusers=abusers,
         abuse_share=abuse_share,
         open_relay_clients=open_relay_clients,
+        session_rate=session_rate,
     )
     return _handed_out(sim, truth if truth is not None else GroundTruth())
 
 
 def _handed_out(sim: _Simulator, truth: GroundTruth) -> Iterator[str]:
     record = truth.record
+    for _, line, flags, client_ip in _timed_lines(sim):
+        if flags:
+            record(flags, client_ip)
+        truth.lines += 1
+        yield line
+
+
+def _timed_lines(sim: _Simulator) -> Iterator[_Line]:
+    """The endless log in time order: each line's time (µs), its whole text, its truth flags
+    and client IP."""
     for chunk in sim.chunks():
-        for (_, _, flags, client_ip), line in zip(chunk, sim.render(chunk), strict=True):
-            if flags:
-                record(flags, client_ip)
-            truth.lines += 1
-            yield line
+        for (t, _, flags, client_ip), line in zip(chunk, sim.render(chunk), strict=True):
+            yield t, line, flags, client_ip
 
 
 def write_log(
@@ -1446,12 +1478,14 @@ def write_log(
     abusers: int = 5,
     abuse_share: float = 0.1,
     open_relay_clients: int = 0,
+    session_rate: float = 2.5,
 ) -> GroundTruth:
     """Write exactly ``lines`` lines of simulated log to ``path``; return what they contain.
 
     The log ends with whole sessions and messages where they fit, then a few single anvil
     lines if needed. The file's modification time is set to the time of its last line, as a
     real log's would be (classic syslog lines have no year: readers take it from there).
+    ``session_rate`` is as in :func:`traffic`.
     """
     if lines < 0:
         raise ValueError("lines cannot be negative")
@@ -1463,6 +1497,7 @@ def write_log(
         abusers=abusers,
         abuse_share=abuse_share,
         open_relay_clients=open_relay_clients,
+        session_rate=session_rate,
     )
     truth = GroundTruth()
     out = Path(path)
@@ -1476,6 +1511,71 @@ def write_log(
             f.write("\n")
             last = chunk[-1][0]
     os.utime(out, (last / _SECOND, last / _SECOND))
+    return truth
+
+
+def append_live(
+    path: str | os.PathLike[str],
+    *,
+    stop: threading.Event,
+    seed: int = 1,
+    host: str = "mx1",
+    abusers: int = 5,
+    abuse_share: float = 0.1,
+    open_relay_clients: int = 0,
+    session_rate: float = 2.5,
+    max_lines: int | None = None,
+    truth: GroundTruth | None = None,
+    clock: Callable[[], float] = time.time,
+) -> GroundTruth:
+    """Append simulated log lines to ``path`` as their time comes, the way syslog writes a busy
+    mail server's log, until ``stop`` is set or ``max_lines`` lines are written in all.
+
+    The simulation starts at ``clock()`` (rfc3339 style, UTC). Each time it wakes up, the lines
+    that are due go out in one write, on the file opened for appending and closed right after:
+    a reader never sees half a line, and once the file is renamed away (log rotation) the next
+    lines go to a new file at ``path``, as rsyslog's do after its HUP. Returns the ground truth
+    of exactly the lines written: ``truth`` if given, updated after each write so that another
+    thread can follow the progress.
+    """
+    if max_lines is not None and max_lines < 0:
+        raise ValueError("max_lines cannot be negative")
+    out = Path(path)
+    if not out.parent.is_dir():
+        # open() would name the log file only, not the directory that is missing
+        raise FileNotFoundError(errno.ENOENT, "no such directory for the live log", str(out.parent))
+    sim = _Simulator(
+        seed=seed,
+        start=datetime.fromtimestamp(clock(), UTC),
+        style="rfc3339",
+        host=host,
+        abusers=abusers,
+        abuse_share=abuse_share,
+        open_relay_clients=open_relay_clients,
+        session_rate=session_rate,
+    )
+    if truth is None:
+        truth = GroundTruth()
+    limit = math.inf if max_lines is None else max_lines
+    written = 0
+    lines = _timed_lines(sim)
+    upcoming = next(lines)
+    while written < limit and not stop.is_set():
+        now = int(clock() * _SECOND)
+        due: list[_Line] = []
+        while upcoming[0] <= now and written + len(due) < limit:
+            due.append(upcoming)
+            upcoming = next(lines)
+        if not due:
+            stop.wait(min(_LONGEST_NAP, (upcoming[0] - now) / _SECOND))
+            continue
+        with out.open("ab") as log:
+            log.write("".join(f"{line}\n" for _, line, _, _ in due).encode())
+        for _, _, flags, client_ip in due:
+            if flags:
+                truth.record(flags, client_ip)
+        truth.lines += len(due)
+        written += len(due)
     return truth
 
 

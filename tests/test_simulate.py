@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import re
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta, timezone
 from itertools import islice
 from pathlib import Path
@@ -16,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from detector.simulate import GroundTruth, traffic, write_log
+from detector.simulate import GroundTruth, append_live, traffic, write_log
 from tests.conftest import corpus_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -300,3 +305,180 @@ def test_command_line_writes_the_file_and_prints_its_truth(tmp_path: Path) -> No
     assert printed == again.as_dict()
     assert out.read_text() == (tmp_path / "again.log").read_text()
     assert len(out.read_text().splitlines()) == 2500
+
+
+def test_session_rate_sets_how_fast_simulated_time_goes() -> None:
+    def span(rate: float) -> float:
+        lines = list(islice(traffic(seed=7, start=START, session_rate=rate), 20_000))
+        first, last = (
+            datetime.fromisoformat(line.split(" ", 1)[0]) for line in (lines[0], lines[-1])
+        )
+        return (last - first).total_seconds()
+
+    assert 8 < span(2.5) / span(25) < 12
+
+
+@pytest.mark.parametrize("rate", [0, -1, math.nan, math.inf, 10_001])
+def test_session_rate_must_be_positive_and_plausible(tmp_path: Path, rate: float) -> None:
+    with pytest.raises(ValueError, match="session_rate"):
+        traffic(start=START, session_rate=rate)
+    with pytest.raises(ValueError, match="session_rate"):
+        write_log(tmp_path / "mail.log", 10, session_rate=rate)
+    with pytest.raises(ValueError, match="session_rate"):
+        append_live(tmp_path / "live.log", stop=threading.Event(), session_rate=rate)
+    assert not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------ live mode
+
+FAST = 500  # sessions a second: a thousand lines within a second or two of wall-clock time
+
+
+def live(path: Path, stop: threading.Event, **kw: Any) -> Future[GroundTruth]:
+    """``append_live`` running in a daemon thread, so that a test it fails to stop still ends."""
+    kw.setdefault("session_rate", FAST)
+    future: Future[GroundTruth] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(append_live(path, stop=stop, **kw))
+        except Exception as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=run, daemon=True).start()
+    return future
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 2.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "waited too long"
+        time.sleep(0.01)
+
+
+def line_count(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def stamp(line: str) -> float:
+    return datetime.fromisoformat(line.split(" ", 1)[0]).timestamp()
+
+
+def test_live_lines_appear_when_their_time_comes(tmp_path: Path) -> None:
+    path = tmp_path / "mail.log"
+    stop = threading.Event()
+    started = time.time()
+    future = live(path, stop)
+    seen: list[str] = []
+    offset = 0
+    rest = b""  # a line a read caught in the middle of its write
+    try:
+        while time.time() < started + 1.5:
+            time.sleep(0.05)
+            if not path.exists():
+                continue
+            with path.open("rb") as log:
+                log.seek(offset)
+                new = log.read()
+            now = time.time()
+            offset += len(new)
+            *complete, rest = (rest + new).split(b"\n")
+            for line in (part.decode() for part in complete):
+                assert now - 1 < stamp(line) <= now + 0.001, (now, line)  # due, not late
+                seen.append(line)
+    finally:
+        stop.set()
+    assert future.result().lines == len(path.read_text().splitlines())
+    assert len(seen) > 500
+    assert started - 0.001 <= stamp(seen[0]) < started + 0.5
+    assert [stamp(line) for line in seen] == sorted(stamp(line) for line in seen)
+    messages(seen)  # whole lines in the rfc3339 layout
+
+
+def test_live_writes_exactly_max_lines_after_what_the_file_had(tmp_path: Path) -> None:
+    path = tmp_path / "mail.log"
+    path.write_text("an earlier line\n")
+    truth = append_live(path, stop=threading.Event(), session_rate=FAST, max_lines=777)
+    written = path.read_text().splitlines()
+    assert written[0] == "an earlier line"
+    assert len(written) == 1 + 777 == 1 + truth.lines
+    messages(written[1:])
+    assert append_live(path, stop=threading.Event(), max_lines=0) == GroundTruth()
+
+
+def test_live_stops_soon_after_stop_is_set(tmp_path: Path) -> None:
+    """Even while the next line is an hour away, as when the clock has just been set back."""
+    path = tmp_path / "mail.log"
+    wall = time.time()
+    readings = [wall, wall + 1]  # the start, then a first second of lines to write
+
+    def clock() -> float:
+        return readings.pop(0) if readings else wall - 3600
+
+    stop = threading.Event()
+    future = live(path, stop, session_rate=2.5, clock=clock)
+    try:
+        wait_for(lambda: line_count(path) > 0)
+        stop.set()
+        asked = time.monotonic()
+        truth = future.result(timeout=0.5)
+        took = time.monotonic() - asked
+    finally:
+        stop.set()
+    assert took < 0.5
+    assert truth.lines == line_count(path)
+
+
+def test_live_truth_is_what_was_written_and_follows_the_writes(tmp_path: Path) -> None:
+    path = tmp_path / "mail.log"
+    stop = threading.Event()
+    truth = GroundTruth()
+    future = live(path, stop, abuse_share=0.5, max_lines=1500, truth=truth)
+
+    def finished_with_no_line_counted_before_its_write() -> bool:
+        so_far = truth.lines  # read first: the lines it counts are in the file already
+        assert so_far <= line_count(path)
+        return future.done()
+
+    try:
+        wait_for(finished_with_no_line_counted_before_its_write, seconds=3)
+        assert future.result() is truth
+    finally:
+        stop.set()
+    written = path.read_text().splitlines()
+    assert truth.lines == len(written) == 1500
+    refused: Counter[str] = Counter()
+    for line in written:
+        if "Relay access denied" in line:
+            refused[re.search(r"RCPT from " + CLIENT, line)["ip"]] += 1  # type: ignore[index]
+    assert refused and truth.refused_relays == refused
+    counted = independent_count(written)  # stopped in the middle of sessions and messages
+    for name in ("received", "delivered", "rejected"):
+        assert getattr(truth, name) == counted[name], name
+
+
+def test_live_writes_to_a_new_file_once_the_log_is_rotated(tmp_path: Path) -> None:
+    path = tmp_path / "mail.log"
+    rotated = tmp_path / "mail.log.1"
+    stop = threading.Event()
+    future = live(path, stop, max_lines=1500)
+    try:
+        wait_for(lambda: line_count(path) >= 200)
+        path.rename(rotated)  # what logrotate does before it sends rsyslog a HUP
+        truth = future.result(timeout=3)
+    finally:
+        stop.set()
+    old, new = rotated.read_text(), path.read_text()
+    assert old.endswith("\n") and new.endswith("\n")
+    both = old.splitlines() + new.splitlines()
+    assert len(old.splitlines()) >= 200 and len(new.splitlines()) >= 500
+    assert len(both) == truth.lines == 1500
+    messages(both)  # no line split between the two files
+    assert [stamp(line) for line in both] == sorted(stamp(line) for line in both)
+    assert truth.refused_relays == independent_count(both)["refused_relays"]  # none lost
+
+
+def test_live_needs_the_directory_of_its_log(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dir"
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+        append_live(missing / "mail.log", stop=threading.Event(), max_lines=10)
