@@ -138,8 +138,14 @@ class Scorer:
             if not over or refusal is not None:
                 continue
             moment = datetime.fromtimestamp(when, UTC)
-            if any(d.created_at <= moment < d.expires_at for d in existing if d.origin == AUTO):
-                continue  # already decided (now, or by an earlier batch)
+            if any(
+                d.created_at - self.scoring.window <= moment < d.expires_at
+                for d in existing
+                if d.origin == AUTO
+            ):
+                # already decided (now, or by an earlier batch: one that saw a later attempt of
+                # the same burst first, as sessions end out of order)
+                continue
             if any(d.active(moment) for d in existing):
                 continue  # blocked by hand
             reason = self._reason(len(refused), len(accepted))

@@ -144,3 +144,17 @@ def test_attempts_from_two_relay_hosts_add_up(run: Callable[..., Engine]) -> Non
     )  # fmt: skip
     with engine.connect() as connection:
         assert len(decisions_for(connection, SPAMMER)) == 1
+
+
+def test_an_attempt_stored_after_the_block_it_belongs_to_makes_no_second_block(
+    run: Callable[..., Engine],
+) -> None:
+    """Sessions end out of order: a follower may store an attempt after the block that later
+    attempts of the same burst already earned, with a log time before that block."""
+    start = NOW - timedelta(minutes=8)
+    run(wave(start, SPAMMER, 5, timedelta(minutes=1)))  # blocked at start + 4m
+    late = probe(start + timedelta(minutes=3, seconds=30), SPAMMER, pid=99)
+    engine = run(late, name="mail.log.late")
+    with engine.connect() as connection:
+        [decision] = decisions_for(connection, SPAMMER)
+    assert decision.created_at == start + timedelta(minutes=4)
