@@ -13,11 +13,15 @@ from starlette.exceptions import HTTPException
 from api.routes import health, offenders, transactions
 from api.schemas import Problem
 from detector.config import Settings
+from detector.daemon import Status
 from detector.errors import RelaywatchError
 
 
-def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
-    """The API for ``settings``; ``engine`` defaults to opening ``settings.database.url``."""
+def create_app(
+    settings: Settings, engine: Engine | None = None, status: Status | None = None
+) -> FastAPI:
+    """The API for ``settings``; ``engine`` defaults to opening ``settings.database.url``;
+    ``status`` is the running daemon's, when it serves the API."""
     if engine is None:
         from detector.store.session import open_database
 
@@ -29,6 +33,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.status = status
     problems: dict[int | str, dict[str, Any]] = {
         status: {"model": Problem, "description": "the request cannot be answered (why: detail)"}
         for status in (400, 404, 422)

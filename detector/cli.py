@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -20,7 +21,7 @@ from typing import Any, NoReturn
 import click
 
 from detector.config import FORMATS, Settings, format_duration, load_settings, parse_duration
-from detector.errors import RelaywatchError
+from detector.errors import ConfigError, RelaywatchError
 from detector.render import iso, render_offenders
 
 log = logging.getLogger("relaywatch")
@@ -70,7 +71,9 @@ def main(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
     """Find the clients that use your mail server as a spam relay, from its logs."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        # journald stamps each line itself
+        format=("" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s ")
+        + "%(levelname)s %(name)s: %(message)s",
     )
     loaded: list[Settings] = []
 
@@ -79,7 +82,7 @@ def main(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
             loaded.append(load_settings(config_path))
         return loaded[0]
 
-    ctx.obj = {"settings": settings}
+    ctx.obj = {"settings": settings, "config_path": config_path}
 
 
 def _pipeline(settings: Settings) -> Any:
@@ -266,6 +269,21 @@ def explain(ctx: click.Context, ip: str) -> None:
 
 @main.command()
 @click.pass_context
+def run(ctx: click.Context) -> None:
+    """Daemon: follow the configured sources, store and score, serve the API."""
+    from detector.daemon import Daemon
+
+    settings = _settings(ctx)
+    if not settings.sources:
+        raise ConfigError("no [[sources]] configured: nothing to follow")
+    root = logging.getLogger()
+    root.setLevel(min(root.level, logging.INFO))
+    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))  # schema chatter
+    Daemon(settings, ctx.obj["config_path"]).run()
+
+
+@main.command()
+@click.pass_context
 def serve(ctx: click.Context) -> None:
     """Serve the HTTP API only (no log following)."""
     settings = _settings(ctx)
@@ -276,11 +294,12 @@ def _serve(settings: Settings, listen: str, announce: Callable[[str], None] | No
     import uvicorn
 
     from api.main import create_app
+    from detector.daemon import check_listen
     from detector.store.session import open_database
 
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")
-    _check_listen(host, int(port), listen)
+    check_listen(host, int(port), listen)
     engine = open_database(settings.database.url)
     app = create_app(settings, engine)
     config = uvicorn.Config(app, host=host, port=int(port), log_level="warning", access_log=False)
@@ -301,17 +320,6 @@ def _serve(settings: Settings, listen: str, announce: Callable[[str], None] | No
 
 def _stopped(_signal: int, _frame: object) -> None:
     """The server has already shut down when this runs."""
-
-
-def _check_listen(host: str, port: int, listen: str) -> None:
-    """A one-line error now, rather than uvicorn's log lines later, when the address is taken."""
-    try:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((host, port))
-    except OSError as exc:
-        raise RelaywatchError(f"cannot listen on {listen}: {exc.strerror}") from None
 
 
 @main.group()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import multiprocessing
 import multiprocessing.queues
 import os
@@ -15,18 +16,22 @@ from pathlib import Path
 from queue import Empty
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, text
 
 from detector.classify import Classifier
-from detector.config import Settings
+from detector.config import Settings, SourceSettings
 from detector.correlate import Correlator
 from detector.decide import Decision, NeverBlock
 from detector.errors import InputError, RelaywatchError
+from detector.follow import Follower, Position
 from detector.logfile import ReadCounts, fingerprint, open_log, read_lines
 from detector.score import Scorer
+from detector.store.positions import save_position
 from detector.store.writes import insert_transactions, log_file_id
 from detector.transactions import Transaction
 from parsers import PARSERS, Parser, detect_format, make_parser
+
+log = logging.getLogger(__name__)
 
 BATCH_LINES = 20_000
 RESCORE_EVERY = 1.0
@@ -36,6 +41,10 @@ every stored attempt of the clients it refreshes, which per batch cost a quarter
 RESCORE_SHARE = 0.1
 """…and at most this share of the time goes to rescoring: the stored attempts of a busy abuser
 grow with the file (measured on 10M lines: rescoring every second took 34 s of 119)."""
+_SCORING_LOCK = 0x72656C6179  # "relay": the advisory lock taken around rescoring
+IDLE_SWEEP = 60.0
+"""Seconds between sweeps for stale sessions and messages while a followed log is quiet (when
+lines arrive, their times drive the sweeps)."""
 PARALLEL_BYTES = 8 * 1024 * 1024
 """Files at least this large are read in a child process (forking costs a few milliseconds)."""
 
@@ -192,6 +201,24 @@ class Pipeline:
         summary.offenders.update(unscored)
         unscored.clear()
 
+    def commit(self, connection: Connection, reader: SourceReader, batch: LiveBatch) -> LiveResult:
+        """Store what a followed source gave with its position, and rescore the clients it
+        touched, in the caller's database transaction: all of it is stored, or none."""
+        host = reader.source.host
+        file_ids: dict[str | None, int] = {
+            fp: log_file_id(connection, host, str(reader.files.get(fp, reader.source.path)), fp,
+                            reader.family or "postfix")
+            for fp in {t.source_file for t in batch.transactions} if fp is not None
+        }  # fmt: skip
+        stored, touched = insert_transactions(connection, file_ids, batch.transactions)
+        save_position(connection, host, str(reader.source.path), batch.position, batch.snapshot)
+        if touched and connection.dialect.name == "postgresql":
+            # relay hosts sharing the database rescore one at a time: each sees the others'
+            # committed attempts, and two never write the same offender or block at once
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCORING_LOCK})
+        blocks = self.scorer.rescore(connection, touched) if touched else []
+        return LiveResult(stored, blocks, set(touched))
+
 
 @dataclass
 class _Batch:
@@ -304,3 +331,105 @@ def _from_child(produce: Callable[[], Iterator[_Batch]]) -> Iterator[_Batch]:
         if child.is_alive():
             child.terminate()
         child.join()
+
+
+@dataclass
+class LiveBatch:
+    """What one read of a followed source gave, to store together with its position."""
+
+    transactions: list[Transaction]  # classified
+    position: Position
+    snapshot: str  # the correlator's state at that position
+    lines: int
+    parsed: int
+
+
+@dataclass
+class LiveResult:
+    stored: list[Transaction]
+    blocks: list[Decision]
+    clients: set[str]  # whose relay attempts the batch added
+
+
+class SourceReader:
+    """One followed source: follower, parser and correlator, resumed from ``saved`` (the
+    stored position and correlator state)."""
+
+    def __init__(
+        self,
+        source: SourceSettings,
+        classifier: Classifier,
+        saved: tuple[Position, str] | None = None,
+    ) -> None:
+        self.source = source
+        self.classifier = classifier
+        self.follower = Follower(source.path, saved[0] if saved else None)
+        self.correlator = Correlator(source.host)
+        if saved is not None:
+            self.correlator.restore(saved[1])
+        self.family: str | None = None if source.format == "auto" else source.format
+        self.parser: Parser | None = None
+        self.files: dict[str, Path] = {}  # fingerprint -> where that file was read
+        self.parsed = 0
+        self.error: str | None = None  # why the source cannot be read, if it cannot
+        self.last_line: float | None = None  # wall-clock time a line was last read
+        self._next_sweep = time.monotonic() + IDLE_SWEEP
+
+    @property
+    def lines(self) -> int:
+        return self.follower.counts.lines
+
+    def read(self) -> LiveBatch | None:
+        """The lines added since the last read, as classified transactions, or ``None``."""
+        parser = self.parser or self._parser()
+        if parser is None:
+            return None
+        parts = self.follower.read()
+        finished: list[Transaction] = []
+        parse, feed, correlator = parser.parse, self.correlator.feed, self.correlator
+        lines = parsed = 0
+        for part in parts:
+            self.files[part.fingerprint] = part.path
+            correlator.source_file = part.fingerprint
+            for offset, line in part.lines:
+                event = parse(line)
+                if event is not None:
+                    parsed += 1
+                    feed(event, offset, line, finished)
+            lines += len(part.lines)
+        now = time.monotonic()
+        if lines:
+            self.last_line = time.time()
+            self._next_sweep = now + IDLE_SWEEP
+        elif now >= self._next_sweep:  # quiet: sessions and messages left hanging expire
+            self._next_sweep = now + IDLE_SWEEP
+            correlator.expire(time.time(), finished)
+        position = self.follower.position
+        if position is None or not (lines or finished):
+            return None
+        self.parsed += parsed
+        self.classifier.learn(finished)
+        classified = [_evidence_only(self.classifier.classify(t)) for t in finished]
+        return LiveBatch(classified, position, correlator.snapshot(), lines, parsed)
+
+    def _parser(self) -> Parser | None:
+        """The parser of the source's format; with ``auto``, once its first lines are there."""
+        if self.error is not None:
+            return None
+        if self.family is None:
+            path = self.source.path
+            try:
+                if path.stat().st_size == 0:
+                    return None
+                self.family = resolve_format(path, "auto")
+            except FileNotFoundError:
+                return None  # not there yet
+            except InputError as exc:
+                self.error = f"{exc}; set format in its [[sources]] entry"
+                log.error("%s", self.error)
+                return None
+        self.parser = make_parser(self.family)
+        return self.parser
+
+    def close(self) -> None:
+        self.follower.close()

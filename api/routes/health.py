@@ -1,23 +1,31 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.deps import DbConnection
 from api.schemas import Health
+from detector.daemon import Status
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=Health)
-def healthz(connection: DbConnection, response: Response) -> Health:
-    """Liveness: the database answers; each followed source and how far behind it is."""
+def healthz(connection: DbConnection, request: Request, response: Response) -> Health:
+    """Liveness: the database answers (and, in the daemon, takes writes); each followed source
+    and how far behind it is."""
     try:
         connection.execute(text("SELECT 1"))
         database = "ok"
     except SQLAlchemyError as exc:
         database = f"unavailable: {type(exc).__name__}"
+    status: Status | None = request.app.state.status
+    sources: list[dict[str, object]] = []
+    if status is not None:
+        sources = status.sources()
+        database = status.database_error() or database
+    if database != "ok":
         response.status_code = 503
-    status = "ok" if database == "ok" else "degraded"
-    return Health(status=status, database=database, sources=[])
+    return Health(status="ok" if database == "ok" else "degraded", database=database,
+                  sources=sources)  # fmt: skip
