@@ -96,11 +96,13 @@ class Daemon:
         config_path: Path | None = None,
         announce: Callable[[str], None] | None = None,
         poll: float = 2.0,
+        busy_timeout: float = 2.0,
     ) -> None:
         self.settings = settings
         self.config_path = config_path
         self.announce = announce or (lambda _url: None)
         self.poll = poll
+        self.busy_timeout = busy_timeout  # seconds a write waits for another SQLite writer
         self.status = Status()
         self._stop = threading.Event()
         self._reload = False
@@ -156,7 +158,7 @@ class Daemon:
         delay = BACKOFF_FIRST
         while not self._stop.is_set():
             try:
-                return open_database(self.settings.database.url)
+                return open_database(self.settings.database.url, self.busy_timeout)
             except DatabaseError as exc:
                 log.warning("%s; retrying in %gs", exc, delay)
                 self._stop.wait(delay)

@@ -76,6 +76,14 @@ def _postgres_database() -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture
+def postgresql_url() -> Iterator[str]:
+    """A fresh PostgreSQL database, for what only PostgreSQL does (several relay hosts)."""
+    if PG_URL is None:
+        pytest.skip("RELAYWATCH_TEST_DATABASE_URL is not set (no PostgreSQL to test on)")
+    yield from _postgres_database()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Each store test runs on a SQLite file, and on PostgreSQL when one is configured."""

@@ -2,35 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from detector.errors import DatabaseError
 from detector.store import migrate
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+_SCHEMA_LOCK = 0x736368656D61  # "schema": the advisory lock taken while creating it
+SQLITE_BUSY_TIMEOUT = 30.0
+"""Seconds a write waits for another writer of the same SQLite file (a batch import waits that
+long; the daemon waits less and retries with back-off, saying so)."""
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")  # readers (the API) never block the writer
-    cursor.execute("PRAGMA synchronous=NORMAL")  # WAL keeps it crash-safe
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB: index updates stay in memory
-    cursor.close()
+def _sqlite_pragmas(busy_timeout: float) -> Callable[[Any, Any], None]:
+    def pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers (the API) never block the writer
+        cursor.execute("PRAGMA synchronous=NORMAL")  # WAL keeps it crash-safe
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB: index updates stay in memory
+        cursor.close()
+
+    return pragmas
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, busy_timeout: float = SQLITE_BUSY_TIMEOUT) -> Engine:
     """An engine for ``url`` (``sqlite:///file.db`` or ``postgresql+psycopg://…``)."""
     if url.startswith("postgresql:"):
         url = "postgresql+psycopg:" + url.removeprefix("postgresql:")
     try:
         if url.startswith("sqlite:"):
             engine = create_engine(url, connect_args={"check_same_thread": False})
-            event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "connect", _sqlite_pragmas(busy_timeout))
         else:
             engine = create_engine(url, pool_pre_ping=True)
     except (SQLAlchemyError, ImportError, ValueError) as exc:
@@ -38,20 +45,25 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def open_database(url: str) -> Engine:
+def open_database(url: str, busy_timeout: float = SQLITE_BUSY_TIMEOUT) -> Engine:
     """Connect, create the schema in an empty database, refuse one at another revision."""
-    engine = make_engine(url)
+    engine = make_engine(url, busy_timeout)
+    head = migrate.head_revision()
     try:
         with engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                # relay hosts starting together: one creates the schema, the others wait
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK}
+                )
             empty = not inspect(connection).get_table_names()
             current = migrate.current_revision(connection)
+            if empty:
+                migrate.upgrade(engine)
     except SQLAlchemyError as exc:
         engine.dispose()
         raise DatabaseError(f"cannot open database {_safe(url)}: {_first_line(exc)}") from None
-    head = migrate.head_revision()
-    if empty:
-        migrate.upgrade(engine)
-    elif current != head:
+    if not empty and current != head:
         engine.dispose()
         raise DatabaseError(
             f"database {_safe(url)} is at schema revision {current or 'none'}, this relaywatch "

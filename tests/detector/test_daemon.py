@@ -1,0 +1,403 @@
+"""``relaywatch run``: what it stores equals what the log says, through rotations, kills and
+restarts, database trouble, several relay hosts on one database, and a configuration reload."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+from detector.config import load_settings
+from detector.correlate import Correlator
+from detector.daemon import Daemon
+from detector.simulate import traffic
+from detector.store.session import open_database
+from detector.transactions import Transaction
+from parsers.postfix import PostfixParser
+from tests.factories import probe
+
+RELAYWATCH = Path(sys.executable).parent / "relaywatch"
+Key = tuple[object, ...]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def get_json(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def config(directory: Path, database_url: str, port: int, sources: list[tuple[Path, str]]) -> Path:
+    path = directory / "relaywatch.toml"
+    text_ = (
+        '[network]\ninternal_networks = ["127.0.0.0/8", "10.0.0.0/8"]\n'
+        'local_domains = ["example.test"]\n'
+        f'[database]\nurl = "{database_url}"\n[api]\nlisten = "127.0.0.1:{port}"\n'
+    )
+    for log, host in sources:
+        text_ += f'[[sources]]\npath = "{log}"\nformat = "postfix"\nhost = "{host}"\n'
+    path.write_text(text_)
+    return path
+
+
+def simulated(count: int, seed: int = 7) -> list[str]:
+    """``count`` lines of busy traffic starting now, with relay abuse and an open relay."""
+    return list(islice(
+        traffic(seed=seed, start=datetime.now(UTC), session_rate=40, abuse_share=0.3,
+                open_relay_clients=1),
+        count,
+    ))  # fmt: skip
+
+
+def key(client_ip: object, queue_id: object, sender: object, start: float, rcpts: object) -> Key:
+    return (client_ip, queue_id, sender, round(start, 5), rcpts)
+
+
+def expected(lines: list[str]) -> Counter[Key]:
+    """The transactions in ``lines`` that are finished by their end (what is still open at the
+    end is held by the daemon, not stored)."""
+    parser, correlator, out = PostfixParser(), Correlator("mx1"), list[Transaction]()
+    for offset, line in enumerate(lines):
+        event = parser.parse(line)
+        if event is not None:
+            correlator.feed(event, offset, line, out)
+    return Counter(
+        key(t.client_ip, t.queue_id, t.sender, t.start,
+            tuple(sorted((r.address, r.outcome) for r in t.recipients)))
+        for t in out
+    )  # fmt: skip
+
+
+def stored(engine: Engine, host: str | None = None) -> Counter[Key]:
+    rcpts: dict[int, list[tuple[str, str]]] = {}
+    with engine.connect() as connection:
+        for txn_id, address, outcome in connection.execute(
+            text("SELECT transaction_id, address, outcome FROM recipients")
+        ):
+            rcpts.setdefault(txn_id, []).append((address, outcome))
+        rows = connection.execute(
+            text("SELECT id, client_ip, queue_id, sender, started_at, host FROM transactions")
+        ).all()
+    return Counter(
+        key(ip, qid, sender, start, tuple(sorted(rcpts.get(txn_id, []))))
+        for txn_id, ip, qid, sender, start, txn_host in rows
+        if host is None or txn_host == host
+    )
+
+
+class Writer:
+    """Writes lines to a log the way syslog does, in pieces that do not end with lines."""
+
+    def __init__(self, log: Path, lines: list[str], seed: int = 1) -> None:
+        self.log = log
+        self.data = "".join(line + "\n" for line in lines).encode()
+        self.done = 0
+        self.rnd = random.Random(seed)
+
+    def write(self, share: float, pause: float = 0.002) -> None:
+        """Append up to ``share`` of all the data, in pieces of a few hundred bytes."""
+        end = min(len(self.data), self.done + int(len(self.data) * share))
+        while self.done < end:
+            size = min(self.rnd.randint(50, 4000), end - self.done)
+            with self.log.open("ab") as f:
+                f.write(self.data[self.done : self.done + size])
+            self.done += size
+            time.sleep(pause * self.rnd.random())
+
+    def finish_line(self) -> None:
+        """Write up to the end of the current line (logrotate runs between whole lines)."""
+        end = self.data.index(b"\n", self.done) + 1 if self.done < len(self.data) else self.done
+        with self.log.open("ab") as f:
+            f.write(self.data[self.done : end])
+        self.done = end
+
+    def rotate(self) -> None:
+        """logrotate's default: shift the rotated files, rename, create."""
+        self.finish_line()
+        for n in range(8, 0, -1):
+            older = self.log.with_name(f"{self.log.name}.{n}")
+            if older.exists():
+                older.rename(self.log.with_name(f"{self.log.name}.{n + 1}"))
+        self.log.rename(self.log.with_name(self.log.name + ".1"))
+        self.log.touch()
+
+    def copytruncate(self) -> None:
+        self.finish_line()
+        for n in range(8, 0, -1):
+            older = self.log.with_name(f"{self.log.name}.{n}")
+            if older.exists():
+                older.rename(self.log.with_name(f"{self.log.name}.{n + 1}"))
+        shutil.copyfile(self.log, self.log.with_name(self.log.name + ".1"))
+        with self.log.open("r+b") as f:
+            f.truncate(0)
+
+
+class Running:
+    """``relaywatch run`` as a subprocess."""
+
+    def __init__(self, config_path: Path, port: int) -> None:
+        self.port = port
+        self.stderr = config_path.parent / f"daemon-{time.monotonic_ns()}.err"
+        with self.stderr.open("w") as err:
+            self.process = subprocess.Popen(
+                [str(RELAYWATCH), "--config", str(config_path), "run"],
+                stdout=subprocess.DEVNULL, stderr=err,
+            )  # fmt: skip
+        wait_for(self.answers, 30, "the daemon's API")
+
+    def answers(self) -> bool:
+        assert self.process.poll() is None, self.stderr.read_text()
+        try:
+            return get_json(f"http://127.0.0.1:{self.port}/healthz")[0] in (200, 503)
+        except OSError:
+            return False
+
+    def health(self) -> dict[str, Any]:
+        health: dict[str, Any] = get_json(f"http://127.0.0.1:{self.port}/healthz")[1]
+        return health
+
+    def caught_up(self) -> bool:
+        sources = self.health()["sources"]
+        return bool(sources) and all(
+            s["lag_bytes"] == 0 and s["held_transactions"] == 0 for s in sources
+        )
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.process.send_signal(sig)
+        return self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def running() -> Iterator[Callable[[Path, int], Running]]:
+    started: list[Running] = []
+
+    def start(config_path: Path, port: int) -> Running:
+        started.append(Running(config_path, port))
+        return started[-1]
+
+    yield start
+    for daemon in started:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait()
+
+
+def test_rotations_and_a_kill_9_lose_no_transaction_and_store_none_twice(
+    tmp_path: Path, running: Callable[[Path, int], Running]
+) -> None:
+    lines = simulated(24_000)
+    log = tmp_path / "log" / "mail.log"
+    port = free_port()
+    database = tmp_path / "relaywatch.db"
+    conf = config(tmp_path, f"sqlite:///{database}", port, [(log, "mx1")])
+    daemon = running(conf, port)  # before the log directory exists
+    log.parent.mkdir()
+    writer = Writer(log, lines)
+
+    def settle() -> None:
+        writer.finish_line()
+        wait_for(daemon.caught_up, 60, "the daemon to read everything")
+
+    writer.write(0.1)
+    settle()
+    writer.write(0.1)
+    writer.rotate()  # rename + create while running
+    writer.write(0.1)
+    settle()
+    writer.write(0.1)
+    writer.copytruncate()  # the last lines before it are read from mail.log.1
+    writer.write(0.1)
+    settle()
+    busy = threading.Thread(target=writer.write, args=(0.1,))
+    busy.start()
+    time.sleep(0.2)
+    daemon.stop(signal.SIGKILL)  # in the middle of reading and storing
+    busy.join()
+    writer.write(0.05)
+    writer.rotate()  # while it is stopped: the rest of mail.log.1 is read first
+    writer.write(0.05)
+    daemon = running(conf, port)
+    writer.write(0.1)
+    daemon.stop(signal.SIGKILL)  # before it caught up
+    daemon = running(conf, port)
+    writer.rotate()
+    writer.write(1.0)
+    assert writer.done == len(writer.data)
+    settle()
+    assert daemon.stop() == 0
+    engine = open_database(f"sqlite:///{database}")
+    try:
+        want = expected(lines)
+        got = stored(engine)
+        assert got == want, (sum((got - want).values()), sum((want - got).values()))
+        assert sum(want.values()) > 2000
+    finally:
+        engine.dispose()
+    log_text = daemon.stderr.read_text()
+    assert "Traceback" not in log_text
+
+
+def test_sigterm_stores_what_was_read_and_exits_0(
+    tmp_path: Path, running: Callable[[Path, int], Running]
+) -> None:
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    port = free_port()
+    database = tmp_path / "relaywatch.db"
+    conf = config(tmp_path, f"sqlite:///{database}", port, [(log, "mx1")])
+    daemon = running(conf, port)
+    start = datetime.now(UTC)
+    log.write_text("".join(line + "\n" for line in probe(start, "203.0.113.7")))
+    wait_for(
+        lambda: get_json(f"http://127.0.0.1:{port}/v1/offenders/203.0.113.7")[0] == 200,
+        10, "the offender",
+    )  # fmt: skip
+    assert daemon.stop(signal.SIGTERM) == 0
+    err = daemon.stderr.read_text()
+    assert "following" in err and "Traceback" not in err
+
+
+def test_sighup_reloads_the_sources(
+    tmp_path: Path, running: Callable[[Path, int], Running]
+) -> None:
+    first, second = tmp_path / "a.log", tmp_path / "b.log"
+    now = datetime.now(UTC)
+    first.write_text("".join(line + "\n" for line in probe(now, "203.0.113.1")))
+    second.write_text("".join(line + "\n" for line in probe(now, "203.0.113.2")))
+    port = free_port()
+    url = f"sqlite:///{tmp_path / 'relaywatch.db'}"
+    conf = config(tmp_path, url, port, [(first, "mx1")])
+    daemon = running(conf, port)
+    offender = f"http://127.0.0.1:{port}/v1/offenders/"
+    wait_for(lambda: get_json(offender + "203.0.113.1")[0] == 200, 10, "the first offender")
+    assert get_json(offender + "203.0.113.2")[0] == 404
+    config(tmp_path, url, port, [(first, "mx1"), (second, "mx2")])
+    daemon.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: get_json(offender + "203.0.113.2")[0] == 200, 10, "the second offender")
+    assert len(daemon.health()["sources"]) == 2
+    assert daemon.stop() == 0
+    assert "configuration reloaded: 2 sources" in daemon.stderr.read_text()
+
+
+def in_thread(daemon: Daemon) -> threading.Thread:
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_locked_database_holds_the_batch_says_so_and_catches_up(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    port = free_port()
+    database = tmp_path / "relaywatch.db"
+    conf = config(tmp_path, f"sqlite:///{database}", port, [(log, "mx1")])
+    daemon = Daemon(load_settings(conf, environ={}), conf, poll=0.2, busy_timeout=0.2)
+    thread = in_thread(daemon)
+    health = f"http://127.0.0.1:{port}/healthz"
+    wait_for(lambda: daemon.status.readers != [], 20, "the daemon")
+    lines = simulated(3000)
+    blocker = sqlite3.connect(database, timeout=5)
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")  # another writer that does not let go
+        log.write_text("".join(line + "\n" for line in lines))
+        wait_for(lambda: get_json(health)[0] == 503, 20, "healthz to report the database")
+        body = get_json(health)[1]
+        assert body["status"] == "degraded" and "cannot write since" in body["database"]
+        assert body["sources"][0]["held_transactions"] > 0
+    finally:
+        blocker.rollback()
+        blocker.close()
+    wait_for(lambda: get_json(health)[0] == 200, 30, "healthz to recover")
+    wait_for(lambda: daemon.status.sources()[0]["lag_bytes"] == 0, 30, "the daemon to catch up")
+    daemon.stop()
+    thread.join(30)
+    engine = open_database(f"sqlite:///{database}")
+    try:
+        assert stored(engine) == expected(lines)
+    finally:
+        engine.dispose()
+
+
+def test_two_relay_hosts_share_one_postgresql_database(tmp_path: Path, postgresql_url: str) -> None:
+    url = postgresql_url
+    open_database(url).dispose()  # the schema first: Alembic migrates one thread at a time
+    now = datetime.now(UTC)
+    logs = {"mx1": tmp_path / "mx1.log", "mx2": tmp_path / "mx2.log"}
+    traffic_of = {"mx1": simulated(6000, seed=1), "mx2": simulated(6000, seed=2)}
+    spammer = "198.51.100.77"  # refused twice on mx1 and three times on mx2
+    probes = {
+        "mx1": [line for n in range(2) for line in probe(now, spammer, pid=7000 + n)],
+        "mx2": [line for n in range(3) for line in probe(now, spammer, pid=8000 + n)],
+    }
+    daemons, threads = [], []
+    for host, log in logs.items():
+        log.write_text("")
+        directory = tmp_path / host
+        directory.mkdir()
+        conf = config(directory, url, free_port(), [(log, host)])
+        daemons.append(Daemon(load_settings(conf, environ={}), conf, poll=0.2))
+        threads.append(in_thread(daemons[-1]))
+    wait_for(lambda: all(d.status.readers for d in daemons), 30, "both daemons")
+    writers = [
+        threading.Thread(target=Writer(logs[h], traffic_of[h] + probes[h], seed=n).write,
+                         args=(1.0, 0.001))
+        for n, h in enumerate(logs)
+    ]  # fmt: skip
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(60)
+    for daemon in daemons:
+        wait_for(lambda d=daemon: d.status.sources()[0]["lag_bytes"] == 0, 60, "catch-up")
+        daemon.stop()
+    for thread in threads:
+        thread.join(30)
+    engine = open_database(url)
+    try:
+        for host in logs:
+            assert stored(engine, host) == expected(traffic_of[host] + probes[host])
+        with engine.connect() as connection:
+            refused = connection.execute(
+                text("SELECT refused_relays FROM offenders WHERE ip = :ip"), {"ip": spammer}
+            ).scalar()
+            blocks = connection.execute(
+                text("SELECT count(*) FROM decisions WHERE value = :ip"), {"ip": spammer}
+            ).scalar()
+        assert (refused, blocks) == (5, 1)
+    finally:
+        engine.dispose()
