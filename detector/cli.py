@@ -13,7 +13,6 @@ import signal
 import socket
 import sys
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -276,10 +275,15 @@ def run(ctx: click.Context) -> None:
     settings = _settings(ctx)
     if not settings.sources:
         raise ConfigError("no [[sources]] configured: nothing to follow")
+    _daemon_logging()
+    Daemon(settings, ctx.obj["config_path"]).run()
+
+
+def _daemon_logging() -> None:
+    """What the daemon does is worth a line (INFO); the schema creation chatter is not."""
     root = logging.getLogger()
     root.setLevel(min(root.level, logging.INFO))
-    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))  # schema chatter
-    Daemon(settings, ctx.obj["config_path"]).run()
+    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))
 
 
 @main.command()
@@ -290,7 +294,7 @@ def serve(ctx: click.Context) -> None:
     _serve(settings, settings.api.listen)
 
 
-def _serve(settings: Settings, listen: str, announce: Callable[[str], None] | None = None) -> None:
+def _serve(settings: Settings, listen: str) -> None:
     import uvicorn
 
     from api.main import create_app
@@ -304,8 +308,6 @@ def _serve(settings: Settings, listen: str, announce: Callable[[str], None] | No
     app = create_app(settings, engine)
     config = uvicorn.Config(app, host=host, port=int(port), log_level="warning", access_log=False)
     server = uvicorn.Server(config)
-    if announce is not None:
-        announce(f"http://{listen}")
     # uvicorn stops gracefully on SIGINT/SIGTERM, then raises the signal again for the handler
     # it found: make that one a no-op, so stopping the server is a clean exit 0
     previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -358,21 +360,14 @@ def check_config(ctx: click.Context) -> None:
 
 
 @main.command()
-@click.option("--lines", "line_count", default=20_000, show_default=True,
-              help="Size of the generated sample log.")  # fmt: skip
 @click.option("--listen", default="127.0.0.1:8025", show_default=True)
 @click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False),
               default=Path("relaywatch-demo"), show_default=True,
-              help="Where the sample log, configuration and database go.")  # fmt: skip
-def demo(line_count: int, listen: str, directory: Path) -> None:
-    """Generate a sample Postfix log, ingest it into SQLite, list offenders, serve the API."""
-    from detector.demo import prepare_demo
+              help="Where the live log, configuration and database go.")  # fmt: skip
+@click.option("--seconds", type=click.FloatRange(min=1), help="Stop after this long.")
+def demo(listen: str, directory: Path, seconds: float | None) -> None:
+    """Follow a simulated relay host under attack: live log, daemon, API, offenders."""
+    from detector.demo import run_demo
 
-    settings, summary_text, offender_text = prepare_demo(directory, line_count, listen)
-    click.echo(summary_text)
-    click.echo(offender_text)
-
-    def announce(url: str) -> None:
-        click.echo(f"API: {url}/v1/offenders  (docs: {url}/docs) - press Ctrl-C to stop")
-
-    _serve(settings, listen, announce)
+    _daemon_logging()
+    run_demo(directory, listen, click.echo, seconds)

@@ -1,19 +1,49 @@
-"""The demo finds the abusers of its generated sample log (serving is the API's business)."""
+"""``relaywatch demo``: a live simulated relay host, followed by the daemon; within seconds the
+API lists the abusers, the open relay's client among them."""
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 
-from detector.demo import prepare_demo
+from tests.detector.test_daemon import RELAYWATCH, free_port, get_json, wait_for
 
 
-def test_demo_finds_the_abusers_and_flags_the_open_relay(tmp_path: Path) -> None:
-    settings, summary, table = prepare_demo(tmp_path / "demo", 5000, "127.0.0.1:8025")
-    assert (tmp_path / "demo" / "mail.log").exists()
-    assert settings.database.url.endswith("/demo/relaywatch.db")
-    assert "OPEN RELAY" in summary
-    rows = table.splitlines()
-    assert rows[0].startswith("IP ") and len(rows) >= 3  # the abusers, worst first
-    # running it again starts from a fresh database, not on top of the last one
-    _, again, _ = prepare_demo(tmp_path / "demo", 5000, "127.0.0.1:8025")
-    assert again.splitlines()[2] == summary.splitlines()[2]
+def test_demo_lists_the_abusers_within_seconds_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    demo = subprocess.Popen(
+        [str(RELAYWATCH), "demo", "--dir", str(tmp_path / "demo"), "--listen",
+         f"127.0.0.1:{port}", "--seconds", "14"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/v1/offenders"
+
+        def answering() -> bool:
+            try:
+                return get_json(url)[0] == 200
+            except OSError:
+                return False
+
+        wait_for(answering, 30, "the demo's API")
+        started = time.monotonic()
+
+        def abusers_listed() -> bool:
+            offenders = get_json(url)[1]["offenders"]
+            refused = [o for o in offenders if o["refused_relays"] >= 5]
+            accepted = [o for o in offenders if o["accepted_relays"] > 0]
+            return len(refused) >= 2 and len(accepted) == 1 and accepted[0]["blocked"]
+
+        wait_for(abusers_listed, 10, "the abusers in GET /v1/offenders")
+        assert time.monotonic() - started < 10
+        out, err = demo.communicate(timeout=30)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert demo.returncode == 0, err
+    assert f"API: http://127.0.0.1:{port}/v1/offenders" in out
+    assert "offenders so far" in out and "demo stopped:" in out
+    assert (tmp_path / "demo" / "log" / "mail.log").stat().st_size > 0
+    assert "Traceback" not in err
