@@ -30,7 +30,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from detector.config import Settings, SourceSettings, load_settings
-from detector.errors import DatabaseError, RelaywatchError
+from detector.errors import DatabaseError, RelaywatchError, SchemaError
 from detector.follow import Wakeup
 from detector.ingest import LiveBatch, Pipeline, SourceReader
 from detector.store.positions import load_position
@@ -159,6 +159,8 @@ class Daemon:
         while not self._stop.is_set():
             try:
                 return open_database(self.settings.database.url, self.busy_timeout)
+            except SchemaError:
+                raise  # waiting will not fix it: 'relaywatch db upgrade' will
             except DatabaseError as exc:
                 log.warning("%s; retrying in %gs", exc, delay)
                 self._stop.wait(delay)

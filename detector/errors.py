@@ -3,7 +3,8 @@
 RelaywatchError            a message for the user; the CLI prints it and exits 1
  ├── ConfigError           the configuration file or environment is wrong
  ├── InputError            a log file or argument cannot be used
- ├── DatabaseError         the database cannot be reached or is not at the right schema
+ ├── DatabaseError         the database cannot be reached
+ │    └── SchemaError      … or is not at the schema revision this version needs
  └── NotFound              the thing asked for does not exist (HTTP 404)
 """
 
@@ -26,6 +27,10 @@ class InputError(RelaywatchError):
 
 class DatabaseError(RelaywatchError):
     status_code = 503
+
+
+class SchemaError(DatabaseError):
+    pass
 
 
 class NotFound(RelaywatchError):

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from detector.errors import DatabaseError
+from detector.errors import DatabaseError, SchemaError
 from detector.store import migrate
 
 _SCHEMA_LOCK = 0x736368656D61  # "schema": the advisory lock taken while creating it
@@ -65,7 +65,7 @@ def open_database(url: str, busy_timeout: float = SQLITE_BUSY_TIMEOUT) -> Engine
         raise DatabaseError(f"cannot open database {_safe(url)}: {_first_line(exc)}") from None
     if not empty and current != head:
         engine.dispose()
-        raise DatabaseError(
+        raise SchemaError(
             f"database {_safe(url)} is at schema revision {current or 'none'}, this relaywatch "
             f"needs {head}: run 'relaywatch db upgrade'"
         )

@@ -401,3 +401,28 @@ def test_two_relay_hosts_share_one_postgresql_database(tmp_path: Path, postgresq
         assert (refused, blocks) == (5, 1)
     finally:
         engine.dispose()
+
+
+def test_a_database_not_there_at_start_is_waited_for(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.write_text("".join(line + "\n" for line in probe(datetime.now(UTC), "203.0.113.9")))
+    port = free_port()
+    database = tmp_path / "later" / "relaywatch.db"  # SQLite cannot create it yet
+    conf = config(tmp_path, f"sqlite:///{database}", port, [(log, "mx1")])
+    daemon = Daemon(load_settings(conf, environ={}), conf, poll=0.2)
+    thread = in_thread(daemon)
+    time.sleep(1.0)
+    assert thread.is_alive() and not daemon.status.readers
+    database.parent.mkdir()
+    offender = f"http://127.0.0.1:{port}/v1/offenders/203.0.113.9"
+
+    def listed() -> bool:
+        try:
+            return get_json(offender)[0] == 200
+        except OSError:
+            return False
+
+    wait_for(listed, 30, "the offender once the database is there")
+    daemon.stop()
+    thread.join(30)
+    assert not thread.is_alive()
