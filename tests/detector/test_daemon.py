@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
@@ -426,3 +427,101 @@ def test_a_database_not_there_at_start_is_waited_for(tmp_path: Path) -> None:
     daemon.stop()
     thread.join(30)
     assert not thread.is_alive()
+
+
+class Proxy:
+    """A TCP relay on 127.0.0.1 to PostgreSQL that can be cut off and restored, to make the
+    database unreachable for a while."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.port = free_port()
+        self._sockets: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self.up()
+
+    def up(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def down(self) -> None:
+        """Refuse new connections and cut the open ones."""
+        if self._listener is None:
+            return
+        with suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept(); close() alone does not
+        self._listener.close()
+        self._listener = None
+        for s in self._sockets:
+            with suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        self._sockets.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # closed by down()
+            server = socket.create_connection(self.upstream)
+            self._sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        with suppress(OSError):
+            while data := source.recv(65536):
+                target.sendall(data)
+        with suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+
+
+def test_an_unreachable_database_is_retried_and_nothing_is_lost(
+    tmp_path: Path, postgresql_url: str
+) -> None:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(postgresql_url)
+    proxy = Proxy((url.host or "127.0.0.1", url.port or 5432))
+    through_proxy = url.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    port = free_port()
+    conf = config(tmp_path, through_proxy, port, [(log, "mx1")])
+    daemon = Daemon(load_settings(conf, environ={}), conf, poll=0.2)
+    thread = in_thread(daemon)
+    health = f"http://127.0.0.1:{port}/healthz"
+    try:
+        wait_for(lambda: daemon.status.readers != [], 30, "the daemon")
+        lines = simulated(20_000)  # several reads' worth: one read takes up to 1 MiB
+        writer = Writer(log, lines)
+        writer.write(0.1)
+        writer.finish_line()
+        wait_for(lambda: daemon.status.sources()[0]["lag_bytes"] == 0, 30, "the first lines")
+        proxy.down()
+        writer.write(0.2)
+        wait_for(lambda: "cannot write since" in get_json(health)[1]["database"], 30,
+                 "healthz to report the outage")  # fmt: skip
+        assert get_json(health)[0] == 503
+        writer.write(1.0)
+        time.sleep(1.0)
+        held = daemon.status.sources()[0]
+        assert held["held_transactions"] > 0 and held["lag_bytes"] > 0  # it stopped reading
+        proxy.up()
+        wait_for(lambda: get_json(health)[0] == 200, 60, "healthz to recover")
+        wait_for(lambda: daemon.status.sources()[0]["lag_bytes"] == 0, 60, "the catch-up")
+    finally:
+        daemon.stop()
+        thread.join(30)
+        proxy.down()
+    engine = open_database(postgresql_url)
+    try:
+        assert stored(engine) == expected(lines)
+    finally:
+        engine.dispose()
