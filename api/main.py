@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -15,6 +18,16 @@ from api.schemas import Problem
 from detector.config import Settings
 from detector.daemon import Status
 from detector.errors import RelaywatchError
+
+API_THREADS = 8
+"""Requests answered at once, each in a thread with a database connection of its own: more
+would only cost memory on the mail host (anyio's default is 40)."""
+
+
+@asynccontextmanager
+async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    to_thread.current_default_thread_limiter().total_tokens = API_THREADS
+    yield
 
 
 def create_app(
@@ -30,6 +43,7 @@ def create_app(
         title="relaywatch",
         summary="Clients that use this mail server as a spam relay, and the evidence.",
         version="0.1.0",
+        lifespan=_lifespan,
     )
     app.state.settings = settings
     app.state.engine = engine

@@ -34,12 +34,17 @@ from detector.errors import DatabaseError, RelaywatchError, SchemaError
 from detector.follow import Wakeup
 from detector.ingest import LiveBatch, Pipeline, SourceReader
 from detector.store.positions import load_position
-from detector.store.session import open_database
+from detector.store.session import make_engine, open_database
 
 log = logging.getLogger("relaywatch")
 
 BACKOFF_FIRST = 0.5  # seconds before the first retry of a failed write
 BACKOFF_MAX = 30.0
+BATCH_PAUSE = 0.1
+"""Seconds between the starts of two reads while lines keep arriving: a batch gathers what
+came meanwhile (a commit per syslog write would cost more than the lines)."""
+WRITER_CACHE_MIB = 32  # SQLite page cache of the one connection that writes
+API_CACHE_MIB = 4  # … and of each connection of the API
 
 
 def _first_line(exc: BaseException) -> str:
@@ -144,12 +149,15 @@ class Daemon:
             engine = self._open_database()
             if engine is None:
                 return  # stopped while waiting for the database
-            self._serve(engine)
+            # the API's connections read a little each: a small page cache each keeps memory flat
+            api_engine = make_engine(self.settings.database.url, self.busy_timeout, API_CACHE_MIB)
             try:
+                self._serve(api_engine)
                 self._follow(engine)
             finally:
                 self._stop_serving()
                 engine.dispose()
+                api_engine.dispose()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -158,7 +166,9 @@ class Daemon:
         delay = BACKOFF_FIRST
         while not self._stop.is_set():
             try:
-                return open_database(self.settings.database.url, self.busy_timeout)
+                return open_database(
+                    self.settings.database.url, self.busy_timeout, WRITER_CACHE_MIB
+                )
             except SchemaError:
                 raise  # waiting will not fix it: 'relaywatch db upgrade' will
             except DatabaseError as exc:
@@ -211,13 +221,18 @@ class Daemon:
                 if not self._open_sources(pipeline, readers):
                     delay = self._failed(delay)
                     continue
+                started = time.monotonic()
                 busy, failed = self._round(pipeline, engine, list(readers.values()))
                 if failed:
                     delay = self._failed(delay)
                     continue
                 delay = 0.0
-                if not busy:
-                    self._wakeup.wait()
+                if busy:  # lines keep coming: gather them a little, not a commit per write
+                    self._stop.wait(max(0.0, BATCH_PAUSE - (time.monotonic() - started)))
+                    continue
+                turn = pipeline.pacer.next_turn()
+                wait = None if turn is None else max(0.01, turn - time.monotonic())
+                self._wakeup.wait(wait if wait is not None and wait < self.poll else None)
             self._round(pipeline, engine, list(readers.values()), final=True)
         finally:
             self._wakeup.stop()
@@ -255,23 +270,33 @@ class Daemon:
     def _round(
         self, pipeline: Pipeline, engine: Engine, readers: list[SourceReader], final: bool = False
     ) -> tuple[bool, bool]:
-        """Read every source once and store what it gave: (lines were read, a write failed)."""
+        """Read every source once and store what it gave, then rescore the clients whose turn
+        has come: (lines were read, a write failed)."""
         busy = False
-        for reader in readers:
-            held = self.status.held.get(id(reader))
-            batch = held if held is not None else (None if final else reader.read())
-            if batch is None:
-                continue
+        for reader in [*readers, None]:
+            if reader is None:  # clients waiting for their turn to be rescored
+                turn = pipeline.pacer.next_turn()
+                if turn is None or turn > time.monotonic():
+                    continue
+                batch = None
+            else:
+                held = self.status.held.get(id(reader))
+                batch = held if held is not None else (None if final else reader.read())
+                if batch is None:
+                    continue
             try:
                 with engine.begin() as connection:
                     result = pipeline.commit(connection, reader, batch)
             except SQLAlchemyError as exc:
-                self.status.held[id(reader)] = batch
+                if reader is not None and batch is not None:
+                    self.status.held[id(reader)] = batch
                 self._database_failed(exc)
                 return busy, True
-            self.status.held.pop(id(reader), None)
+            pipeline.pacer.settle(result, time.monotonic())
             self._database_back()
-            busy = busy or batch.lines > 0
+            if reader is not None and batch is not None:
+                self.status.held.pop(id(reader), None)
+                busy = busy or batch.lines > 0
             for block in result.blocks:
                 until = block.expires_at.isoformat(timespec="seconds")
                 log.warning("blocked %s until %s: %s", block.value, until, block.reason)
@@ -314,7 +339,9 @@ class Daemon:
             reader.close()
             log.info("no longer following %s", source.path)
         self.settings = settings
+        pacer = pipeline.pacer
         pipeline = Pipeline(settings, engine)
+        pipeline.pacer = pacer  # the clients waiting to be rescored still are
         for reader in readers.values():
             reader.classifier = pipeline.classifier
         if self._wakeup is not None:

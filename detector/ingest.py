@@ -41,6 +41,8 @@ every stored attempt of the clients it refreshes, which per batch cost a quarter
 RESCORE_SHARE = 0.1
 """…and at most this share of the time goes to rescoring: the stored attempts of a busy abuser
 grow with the file (measured on 10M lines: rescoring every second took 34 s of 119)."""
+RESCORE_PAUSE = 0.2
+"""Seconds the daemon waits at least before rescoring a client again."""
 _SCORING_LOCK = 0x72656C6179  # "relay": the advisory lock taken around rescoring
 IDLE_SWEEP = 60.0
 """Seconds between sweeps for stale sessions and messages while a followed log is quiet (when
@@ -116,6 +118,7 @@ class Pipeline:
         self.engine = engine
         self.classifier = Classifier(settings.network)
         self.scorer = Scorer(settings.scoring, NeverBlock(settings.network.internal_networks))
+        self.pacer = RescorePacer()
 
     def ingest_file(
         self,
@@ -201,23 +204,91 @@ class Pipeline:
         summary.offenders.update(unscored)
         unscored.clear()
 
-    def commit(self, connection: Connection, reader: SourceReader, batch: LiveBatch) -> LiveResult:
-        """Store what a followed source gave with its position, and rescore the clients it
-        touched, in the caller's database transaction: all of it is stored, or none."""
-        host = reader.source.host
-        file_ids: dict[str | None, int] = {
-            fp: log_file_id(connection, host, str(reader.files.get(fp, reader.source.path)), fp,
-                            reader.family or "postfix")
-            for fp in {t.source_file for t in batch.transactions} if fp is not None
-        }  # fmt: skip
-        stored, touched = insert_transactions(connection, file_ids, batch.transactions)
-        save_position(connection, host, str(reader.source.path), batch.position, batch.snapshot)
-        if touched and connection.dialect.name == "postgresql":
+    def commit(
+        self, connection: Connection, reader: SourceReader | None, batch: LiveBatch | None
+    ) -> LiveResult:
+        """Store what a followed source gave (if anything) with its position, and rescore the
+        clients that are due (see :class:`RescorePacer`), in the caller's database transaction:
+        all of it is stored, or none.  Call :meth:`RescorePacer.settle` once it is committed."""
+        stored: list[Transaction] = []
+        touched: dict[str, float] = {}
+        if reader is not None and batch is not None:
+            host = reader.source.host
+            file_ids: dict[str | None, int] = {
+                fp: log_file_id(connection, host, str(reader.files.get(fp, reader.source.path)),
+                                fp, reader.family or "postfix")
+                for fp in {t.source_file for t in batch.transactions} if fp is not None
+            }  # fmt: skip
+            stored, touched = insert_transactions(connection, file_ids, batch.transactions)
+            save_position(connection, host, str(reader.source.path), batch.position, batch.snapshot)
+        due = self.pacer.due(touched, time.monotonic())
+        if due and connection.dialect.name == "postgresql":
             # relay hosts sharing the database rescore one at a time: each sees the others'
             # committed attempts, and two never write the same offender or block at once
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCORING_LOCK})
-        blocks = self.scorer.rescore(connection, touched) if touched else []
-        return LiveResult(stored, blocks, set(touched))
+        blocks: list[Decision] = []
+        costs: dict[str, float] = {}
+        for ip, since in due.items():
+            started = time.monotonic()
+            blocks += self.scorer.rescore(connection, {ip: since})
+            costs[ip] = time.monotonic() - started
+        return LiveResult(stored, blocks, touched, costs)
+
+
+class RescorePacer:
+    """Which clients a live batch rescores.  A client with new relay attempts is rescored at
+    once the first time, then no sooner than ``pause`` seconds after its last rescoring; and
+    rescoring clients again takes at most ``RESCORE_SHARE`` of the time (heavy abusers' stored
+    attempts grow with every batch, and so does the cost of rescoring them): beyond it, only
+    new clients are rescored until the next ``period``.  Attempts in between wait for their
+    client's turn: rescoring later decides the same, on log time."""
+
+    def __init__(self, pause: float = RESCORE_PAUSE, period: float = 10.0) -> None:
+        self.pause = pause
+        self.period = period
+        self._waiting: dict[str, float] = {}  # client -> earliest attempt not rescored yet
+        self._not_before: dict[str, float] = {}  # client -> monotonic time of its next turn
+        self._period_start = time.monotonic()
+        self._spent = 0.0  # seconds spent rescoring clients again in this period
+
+    def due(self, touched: dict[str, float], now: float) -> dict[str, float]:
+        """The clients to rescore now (with their earliest new attempt); changes nothing."""
+        waiting = dict(self._waiting)
+        for ip, first in touched.items():
+            waiting[ip] = min(first, waiting.get(ip, first))
+        elapsed = now - self._period_start
+        again = elapsed >= self.period or self._spent <= RESCORE_SHARE * elapsed
+        not_before = self._not_before
+        return {
+            ip: t for ip, t in waiting.items()
+            if ip not in not_before or (again and not_before[ip] <= now)
+        }  # fmt: skip
+
+    def settle(self, result: LiveResult, now: float) -> None:
+        """Take in what a committed batch touched and rescored."""
+        if now - self._period_start >= self.period:
+            self._period_start, self._spent = now, 0.0
+        for ip, first in result.touched.items():
+            self._waiting[ip] = min(first, self._waiting.get(ip, first))
+        for ip, cost in result.rescored.items():
+            self._waiting.pop(ip, None)
+            if ip in self._not_before:
+                self._spent += cost
+            self._not_before[ip] = now + self.pause
+        if len(self._not_before) > 2 * len(self._waiting) + 65536:  # forget turns long past
+            self._not_before = {
+                ip: t for ip, t in self._not_before.items() if t > now or ip in self._waiting
+            }
+
+    def next_turn(self) -> float | None:
+        """When the next waiting client may be rescored (monotonic), if any is waiting."""
+        if not self._waiting:
+            return None
+        if any(ip not in self._not_before for ip in self._waiting):
+            return 0.0  # a new client: at once
+        turn = min(self._not_before[ip] for ip in self._waiting)
+        budget = self._period_start + min(self._spent / RESCORE_SHARE, self.period)
+        return max(turn, budget)
 
 
 @dataclass
@@ -348,7 +419,8 @@ class LiveBatch:
 class LiveResult:
     stored: list[Transaction]
     blocks: list[Decision]
-    clients: set[str]  # whose relay attempts the batch added
+    touched: dict[str, float]  # clients whose relay attempts it added, with the earliest
+    rescored: dict[str, float]  # clients rescored, with the seconds it took
 
 
 class SourceReader:

@@ -11,33 +11,38 @@ from sqlalchemy.exc import SQLAlchemyError
 from detector.errors import DatabaseError, SchemaError
 from detector.store import migrate
 
+SQLITE_CACHE_MIB = 64
+"""SQLite's page cache per connection: a batch import keeps its index updates in memory so.
+It is memory of its own in every connection (the daemon gives its API connections less)."""
 _SCHEMA_LOCK = 0x736368656D61  # "schema": the advisory lock taken while creating it
 SQLITE_BUSY_TIMEOUT = 30.0
 """Seconds a write waits for another writer of the same SQLite file (a batch import waits that
 long; the daemon waits less and retries with back-off, saying so)."""
 
 
-def _sqlite_pragmas(busy_timeout: float) -> Callable[[Any, Any], None]:
+def _sqlite_pragmas(busy_timeout: float, cache_mib: int) -> Callable[[Any, Any], None]:
     def pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")  # readers (the API) never block the writer
         cursor.execute("PRAGMA synchronous=NORMAL")  # WAL keeps it crash-safe
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-        cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB: index updates stay in memory
+        cursor.execute(f"PRAGMA cache_size=-{cache_mib * 1024}")
         cursor.close()
 
     return pragmas
 
 
-def make_engine(url: str, busy_timeout: float = SQLITE_BUSY_TIMEOUT) -> Engine:
+def make_engine(
+    url: str, busy_timeout: float = SQLITE_BUSY_TIMEOUT, cache_mib: int = SQLITE_CACHE_MIB
+) -> Engine:
     """An engine for ``url`` (``sqlite:///file.db`` or ``postgresql+psycopg://…``)."""
     if url.startswith("postgresql:"):
         url = "postgresql+psycopg:" + url.removeprefix("postgresql:")
     try:
         if url.startswith("sqlite:"):
             engine = create_engine(url, connect_args={"check_same_thread": False})
-            event.listen(engine, "connect", _sqlite_pragmas(busy_timeout))
+            event.listen(engine, "connect", _sqlite_pragmas(busy_timeout, cache_mib))
         else:
             engine = create_engine(url, pool_pre_ping=True)
     except (SQLAlchemyError, ImportError, ValueError) as exc:
@@ -45,9 +50,11 @@ def make_engine(url: str, busy_timeout: float = SQLITE_BUSY_TIMEOUT) -> Engine:
     return engine
 
 
-def open_database(url: str, busy_timeout: float = SQLITE_BUSY_TIMEOUT) -> Engine:
+def open_database(
+    url: str, busy_timeout: float = SQLITE_BUSY_TIMEOUT, cache_mib: int = SQLITE_CACHE_MIB
+) -> Engine:
     """Connect, create the schema in an empty database, refuse one at another revision."""
-    engine = make_engine(url, busy_timeout)
+    engine = make_engine(url, busy_timeout, cache_mib)
     head = migrate.head_revision()
     try:
         with engine.connect() as connection:

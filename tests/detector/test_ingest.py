@@ -85,3 +85,24 @@ def test_what_was_stored_before_a_reading_error_is_scored(
         )
         offenders = set(connection.scalars(select(OffenderRow.ip)))
     assert attempting and offenders == attempting
+
+
+def test_the_rescore_pacer_lets_new_clients_through_and_holds_repeats_to_a_share() -> None:
+    from detector.ingest import RESCORE_SHARE, LiveResult, RescorePacer
+
+    pacer = RescorePacer(pause=0.2, period=10.0)
+    start = pacer._period_start
+    assert pacer.due({"a": 5.0}, start) == {"a": 5.0}  # new: at once
+    pacer.settle(LiveResult([], [], {"a": 5.0}, {"a": 0.5}), start)  # a first rescoring is free
+    assert pacer.next_turn() is None
+    pacer.settle(LiveResult([], [], {"a": 7.0}, {}), start + 0.1)
+    assert pacer.due({}, start + 0.1) == {}  # its pause
+    assert pacer.due({}, start + 0.3) == {"a": 7.0}
+    pacer.settle(LiveResult([], [], {}, {"a": 2.0}), start + 0.3)  # costly: 2 s spent again
+    pacer.settle(LiveResult([], [], {"a": 8.0, "b": 9.0}, {}), start + 1.0)
+    assert pacer.due({}, start + 1.0) == {"b": 9.0}  # over its share: new clients only
+    assert pacer.next_turn() == 0.0
+    pacer.settle(LiveResult([], [], {}, {"b": 0.01}), start + 1.0)
+    turn = pacer.next_turn()
+    assert turn == pytest.approx(start + min(2.0 / RESCORE_SHARE, 10.0))
+    assert pacer.due({}, turn) == {"a": 8.0}
