@@ -27,7 +27,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -215,8 +215,16 @@ class Follower:
             if self._current is None:
                 return out
         current = self._current
+        known, offset, parts, counts = current.fingerprint, current.offset, len(out), self.counts
+        self.counts = replace(counts)
         read = self._take(current, final=False, out=out)
-        if read == 0 and not _same_file(current, self.path):
+        if read and known is not None and current.head_fingerprint() != known:
+            # truncated between the check above and the read: what came is from the middle of
+            # the new content; forget it and start over from the copy, then the start
+            current.offset, self.counts = offset, counts
+            del out[parts:]
+            self._truncated(current)
+        elif read == 0 and not _same_file(current, self.path):
             self._replaced(current, out)
         return out
 

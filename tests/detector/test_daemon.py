@@ -142,7 +142,9 @@ class Writer:
 
     def finish_line(self) -> None:
         """Write up to the end of the current line (logrotate runs between whole lines)."""
-        end = self.data.index(b"\n", self.done) + 1 if self.done < len(self.data) else self.done
+        if self.done == 0 or self.data[self.done - 1] == ord("\n"):
+            return  # at the start of a line already
+        end = self.data.index(b"\n", self.done) + 1
         with self.log.open("ab") as f:
             f.write(self.data[self.done : end])
         self.done = end
@@ -156,6 +158,17 @@ class Writer:
                 older.rename(self.log.with_name(f"{self.log.name}.{n + 1}"))
         self.log.rename(self.log.with_name(self.log.name + ".1"))
         self.log.touch()
+
+    def recreate(self) -> None:
+        """The log deleted, and a new one created by the next write."""
+        self.finish_line()
+        self.log.unlink()
+
+    def truncate(self) -> None:
+        """Emptied in place (after everything was read: what was not is gone for anyone)."""
+        self.finish_line()
+        with self.log.open("r+b") as f:
+            f.truncate(0)
 
     def copytruncate(self) -> None:
         self.finish_line()
@@ -218,7 +231,7 @@ def running() -> Iterator[Callable[[Path, int], Running]]:
             daemon.process.wait()
 
 
-def test_rotations_and_a_kill_9_lose_no_transaction_and_store_none_twice(
+def test_rotations_truncation_deletion_and_kill_9_lose_no_transaction_and_store_none_twice(
     tmp_path: Path, running: Callable[[Path, int], Running]
 ) -> None:
     lines = simulated(24_000)
@@ -243,6 +256,12 @@ def test_rotations_and_a_kill_9_lose_no_transaction_and_store_none_twice(
     writer.write(0.1)
     writer.copytruncate()  # the last lines before it are read from mail.log.1
     writer.write(0.1)
+    settle()
+    writer.recreate()  # deleted, then written again
+    writer.write(0.05)
+    settle()
+    writer.truncate()
+    writer.write(0.05)
     settle()
     busy = threading.Thread(target=writer.write, args=(0.1,))
     busy.start()

@@ -252,3 +252,26 @@ def test_wakeup_fires_on_a_write_and_polls_for_a_missing_directory(
         assert wakeup.wait(5.0)
     finally:
         wakeup.stop()
+
+
+def test_truncation_between_the_check_and_the_read_reads_nothing_from_the_middle(
+    tmp_path: Path, follow: Callable[..., Follower]
+) -> None:
+    log = tmp_path / "mail.log"
+    append(log, lines(0, 10))
+    follower = follow(log)
+    got = drain(follower)
+    append(log, lines(10, 5))  # not read yet when logrotate copies and truncates
+    take = follower._take
+
+    def truncated_just_before(*args: object, **kwargs: object) -> int:
+        follower._take = take  # type: ignore[method-assign]
+        shutil.copyfile(log, tmp_path / "mail.log.1")
+        with log.open("r+") as f:
+            f.truncate(0)
+        append(log, lines(15, 40))  # longer than before: the old offset is inside it
+        return take(*args, **kwargs)  # type: ignore[arg-type]
+
+    follower._take = truncated_just_before  # type: ignore[method-assign]
+    got += drain(follower)
+    assert got == lines(0, 55)
