@@ -149,13 +149,17 @@ class Writer:
             f.write(self.data[self.done : end])
         self.done = end
 
-    def rotate(self) -> None:
-        """logrotate's default: shift the rotated files, rename, create."""
-        self.finish_line()
+    def _shift(self) -> None:
+        """mail.log.1 becomes mail.log.2, and so on, as logrotate does before it rotates."""
         for n in range(8, 0, -1):
             older = self.log.with_name(f"{self.log.name}.{n}")
             if older.exists():
                 older.rename(self.log.with_name(f"{self.log.name}.{n + 1}"))
+
+    def rotate(self) -> None:
+        """logrotate's default: shift the rotated files, rename, create."""
+        self.finish_line()
+        self._shift()
         self.log.rename(self.log.with_name(self.log.name + ".1"))
         self.log.touch()
 
@@ -172,10 +176,7 @@ class Writer:
 
     def copytruncate(self) -> None:
         self.finish_line()
-        for n in range(8, 0, -1):
-            older = self.log.with_name(f"{self.log.name}.{n}")
-            if older.exists():
-                older.rename(self.log.with_name(f"{self.log.name}.{n + 1}"))
+        self._shift()
         shutil.copyfile(self.log, self.log.with_name(self.log.name + ".1"))
         with self.log.open("r+b") as f:
             f.truncate(0)
