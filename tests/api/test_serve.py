@@ -12,14 +12,9 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.net import free_port
+
 RELAYWATCH = Path(sys.executable).parent / "relaywatch"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -30,7 +25,7 @@ def _get(url: str) -> tuple[int, bytes]:
 def test_serve_answers_on_127_0_0_1_and_stops_on_sigterm(
     write_config: Callable[..., Path],
 ) -> None:
-    port = _free_port()
+    port = free_port()
     config = write_config(f'[api]\nlisten = "127.0.0.1:{port}"\n')
     server = subprocess.Popen(
         [str(RELAYWATCH), "--config", str(config), "serve"],

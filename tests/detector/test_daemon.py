@@ -3,7 +3,6 @@ restarts, database trouble, several relay hosts on one database, and a configura
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import signal
@@ -13,8 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import suppress
@@ -34,33 +31,10 @@ from detector.store.session import open_database
 from detector.transactions import Transaction
 from parsers.postfix import PostfixParser
 from tests.factories import probe
+from tests.net import answers_200, free_port, get_json, wait_for
 
 RELAYWATCH = Path(sys.executable).parent / "relaywatch"
 Key = tuple[object, ...]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def get_json(url: str) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def config(directory: Path, database_url: str, port: int, sources: list[tuple[Path, str]]) -> Path:
@@ -437,13 +411,7 @@ def test_a_database_not_there_at_start_is_waited_for(tmp_path: Path) -> None:
     database.parent.mkdir()
     offender = f"http://127.0.0.1:{port}/v1/offenders/203.0.113.9"
 
-    def listed() -> bool:
-        try:
-            return get_json(offender)[0] == 200
-        except OSError:
-            return False
-
-    wait_for(listed, 30, "the offender once the database is there")
+    wait_for(lambda: answers_200(offender), 30, "the offender once the database is there")
     daemon.stop()
     thread.join(30)
     assert not thread.is_alive()

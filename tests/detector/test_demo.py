@@ -7,7 +7,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.detector.test_daemon import RELAYWATCH, free_port, get_json, wait_for
+from tests.detector.test_daemon import RELAYWATCH
+from tests.net import answers_200, free_port, get_json, wait_for
 
 
 def test_demo_lists_the_abusers_within_seconds_and_stops_cleanly(tmp_path: Path) -> None:
@@ -20,13 +21,7 @@ def test_demo_lists_the_abusers_within_seconds_and_stops_cleanly(tmp_path: Path)
     try:
         url = f"http://127.0.0.1:{port}/v1/offenders"
 
-        def answering() -> bool:
-            try:
-                return get_json(url)[0] == 200
-            except OSError:
-                return False
-
-        wait_for(answering, 30, "the demo's API")
+        wait_for(lambda: answers_200(url), 30, "the demo's API")
         started = time.monotonic()
 
         def abusers_listed() -> bool:
