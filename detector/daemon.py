@@ -33,7 +33,7 @@ from detector.config import Settings, SourceSettings, load_settings
 from detector.errors import DatabaseError, RelaywatchError, SchemaError
 from detector.follow import Wakeup
 from detector.ingest import LiveBatch, Pipeline, SourceReader
-from detector.store.positions import load_position
+from detector.store.positions import Saved, load_position
 from detector.store.session import make_engine, open_database
 
 log = logging.getLogger("relaywatch")
@@ -86,6 +86,17 @@ class Status:
         if state.error is None or state.since is None:
             return None
         return f"cannot write since {_iso(state.since)}: {state.error}"
+
+
+def _resumed(saved: Saved | None) -> str:
+    if saved is None:
+        return ""
+    read, at = saved.read, saved.checkpoint.position
+    if at == read:
+        return f" from offset {read.offset}"
+    if at.fingerprint == read.fingerprint:
+        return f" from offset {at.offset} (stored up to {read.offset})"
+    return f" from offset {at.offset} of the rotated file (stored up to {read.offset})"
 
 
 def _iso(epoch: float) -> str:
@@ -261,9 +272,8 @@ class Daemon:
         for source in missing:
             reader = SourceReader(source, pipeline.classifier, saved[source])
             readers[source] = reader
-            where = saved[source]
             log.info("following %s (host %s, format %s)%s", source.path, source.host,
-                     source.format, f" from offset {where[0].offset}" if where else "")  # fmt: skip
+                     source.format, _resumed(saved[source]))  # fmt: skip
         self.status.readers = list(readers.values())
         return True
 
@@ -281,7 +291,10 @@ class Daemon:
                 batch = None
             else:
                 held = self.status.held.get(id(reader))
-                batch = held if held is not None else (None if final else reader.read())
+                if final:
+                    batch = reader.last_batch(held)
+                else:
+                    batch = held if held is not None else reader.read()
                 if batch is None:
                     continue
             try:

@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from queue import Empty
 from typing import Any
@@ -26,7 +26,7 @@ from detector.errors import InputError, RelaywatchError
 from detector.follow import Follower, Position
 from detector.logfile import ReadCounts, fingerprint, open_log, read_lines
 from detector.score import Scorer
-from detector.store.positions import save_position
+from detector.store.positions import Checkpoint, Saved, save_position
 from detector.store.writes import insert_transactions, log_file_id
 from detector.transactions import Transaction
 from parsers import PARSERS, Parser, detect_format, make_parser
@@ -47,6 +47,12 @@ _SCORING_LOCK = 0x72656C6179  # "relay": the advisory lock taken around rescorin
 IDLE_SWEEP = 60.0
 """Seconds between sweeps for stale sessions and messages while a followed log is quiet (when
 lines arrive, their times drive the sweeps)."""
+CHECKPOINT_EVERY = 10.0
+"""Seconds between checkpoints of a followed source's correlator state, at least (a restart
+reads the lines after the last one again)…"""
+CHECKPOINT_SHARE = 0.02
+"""…and at most this share of the time goes to them: the state holds every message not
+finished yet, deferred ones for hours (``detector.correlate.MESSAGE_TIMEOUT``)."""
 PARALLEL_BYTES = 8 * 1024 * 1024
 """Files at least this large are read in a child process (forking costs a few milliseconds)."""
 
@@ -220,7 +226,9 @@ class Pipeline:
                 for fp in {t.source_file for t in batch.transactions} if fp is not None
             }  # fmt: skip
             stored, touched = insert_transactions(connection, file_ids, batch.transactions)
-            save_position(connection, host, str(reader.source.path), batch.position, batch.snapshot)
+            save_position(
+                connection, host, str(reader.source.path), batch.position, batch.checkpoint
+            )
         due = self.pacer.due(touched, time.monotonic())
         if due and connection.dialect.name == "postgresql":
             # relay hosts sharing the database rescore one at a time: each sees the others'
@@ -333,6 +341,16 @@ def _batches(
                 return
 
 
+def _another_file(before: Position | None, now: Position) -> bool:
+    """Whether ``now`` is in another file than ``before``, or in the same one truncated."""
+    if before is None:
+        return True
+    same = (before.device, before.inode, before.fingerprint) == (
+        now.device, now.inode, now.fingerprint
+    )  # fmt: skip
+    return not same or now.offset < before.offset
+
+
 def _evidence_only(txn: Transaction) -> Transaction:
     """``txn`` without the text of its lines unless it holds a relay attempt."""
     for recipient in txn.recipients:
@@ -410,7 +428,7 @@ class LiveBatch:
 
     transactions: list[Transaction]  # classified
     position: Position
-    snapshot: str  # the correlator's state at that position
+    checkpoint: Checkpoint | None  # the correlator's state at ``position``, when one is due
     lines: int
     parsed: int
 
@@ -424,21 +442,18 @@ class LiveResult:
 
 
 class SourceReader:
-    """One followed source: follower, parser and correlator, resumed from ``saved`` (the
-    stored position and correlator state)."""
+    """One followed source: follower, parser and correlator, resumed from what was ``saved``:
+    at its checkpoint (see :mod:`detector.store.positions`)."""
 
     def __init__(
-        self,
-        source: SourceSettings,
-        classifier: Classifier,
-        saved: tuple[Position, str] | None = None,
+        self, source: SourceSettings, classifier: Classifier, saved: Saved | None = None
     ) -> None:
         self.source = source
         self.classifier = classifier
-        self.follower = Follower(source.path, saved[0] if saved else None)
+        self.follower = Follower(source.path, saved.checkpoint.position if saved else None)
         self.correlator = Correlator(source.host)
         if saved is not None:
-            self.correlator.restore(saved[1])
+            self.correlator.restore(saved.checkpoint.state)
         self.family: str | None = None if source.format == "auto" else source.format
         self.parser: Parser | None = None
         self.files: dict[str, Path] = {}  # fingerprint -> where that file was read
@@ -446,6 +461,8 @@ class SourceReader:
         self.error: str | None = None  # why the source cannot be read, if it cannot
         self.last_line: float | None = None  # wall-clock time a line was last read
         self._next_sweep = time.monotonic() + IDLE_SWEEP
+        self._next_checkpoint = 0.0  # monotonic; the first batch saves one
+        self._checkpoint_at: Position | None = saved.checkpoint.position if saved else None
 
     @property
     def lines(self) -> int:
@@ -482,7 +499,26 @@ class SourceReader:
         self.parsed += parsed
         self.classifier.learn(finished)
         classified = [_evidence_only(self.classifier.classify(t)) for t in finished]
-        return LiveBatch(classified, position, correlator.snapshot(), lines, parsed)
+        checkpoint = None
+        if now >= self._next_checkpoint or _another_file(self._checkpoint_at, position):
+            # after a rotation at once: a restart then never has to read a file again that
+            # may be gone (deleted, truncated) since
+            checkpoint = Checkpoint(position, correlator.snapshot())
+            cost = time.monotonic() - now
+            self._next_checkpoint = now + max(CHECKPOINT_EVERY, cost / CHECKPOINT_SHARE)
+            self._checkpoint_at = position
+        return LiveBatch(classified, position, checkpoint, lines, parsed)
+
+    def last_batch(self, held: LiveBatch | None) -> LiveBatch | None:
+        """What to store when following stops: the batch ``held`` back (nothing was read
+        after it), if any, with a checkpoint at its end, so a restart reads nothing again."""
+        position = held.position if held is not None else self.follower.position
+        if position is None:
+            return held
+        checkpoint = Checkpoint(position, self.correlator.snapshot())
+        if held is None:
+            return LiveBatch([], position, checkpoint, 0, 0)
+        return replace(held, checkpoint=checkpoint)
 
     def _parser(self) -> Parser | None:
         """The parser of the source's format; with ``auto``, once its first lines are there."""

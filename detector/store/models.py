@@ -193,8 +193,9 @@ class DecisionRow(Base):
 
 
 class SourcePosition(Base):
-    """Where following one source stands (``detector.follow.Position``), with what the
-    correlator held there; committed in the same transaction as the rows read up to it."""
+    """Where following one source stands (``detector.follow.Position``), committed in the same
+    transaction as the rows read up to it; and a checkpoint: what the correlator held at an
+    earlier position (``state_*``), where a restart resumes."""
 
     __tablename__ = "source_positions"
 
@@ -205,4 +206,9 @@ class SourcePosition(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))
     offset: Mapped[int] = mapped_column(BigInteger)
     correlator_state: Mapped[str] = mapped_column(Text)  # JSON: sessions and messages held
+    # where correlator_state was taken (every few seconds, not with every batch)
+    state_device: Mapped[int] = mapped_column(BigInteger)
+    state_inode: Mapped[int] = mapped_column(BigInteger)
+    state_fingerprint: Mapped[str] = mapped_column(String(64))
+    state_offset: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

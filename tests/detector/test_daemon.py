@@ -26,7 +26,9 @@ from sqlalchemy import Engine, text
 from detector.config import load_settings
 from detector.correlate import Correlator
 from detector.daemon import Daemon
+from detector.ingest import LiveBatch, Pipeline, SourceReader
 from detector.simulate import traffic
+from detector.store.positions import load_position
 from detector.store.session import open_database
 from detector.transactions import Transaction
 from parsers.postfix import PostfixParser
@@ -265,6 +267,66 @@ def test_rotations_truncation_deletion_and_kill_9_lose_no_transaction_and_store_
         engine.dispose()
     log_text = daemon.stderr.read_text()
     assert "Traceback" not in log_text
+
+
+def _reader_round(pipeline: Pipeline, reader: SourceReader, batch: LiveBatch | None) -> None:
+    if batch is None:
+        return
+    with pipeline.engine.begin() as connection:
+        result = pipeline.commit(connection, reader, batch)
+    pipeline.pacer.settle(result, time.monotonic())
+
+
+def test_a_restart_reads_again_from_the_checkpoint_and_stores_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    lines = simulated(12_000)
+    log = tmp_path / "mail.log"
+    database = tmp_path / "relaywatch.db"
+    settings = load_settings(config(tmp_path, f"sqlite:///{database}", 1, [(log, "mx1")]))
+    source = settings.sources[0]
+    engine = open_database(settings.database.url)
+    pipeline = Pipeline(settings, engine)
+    writer = Writer(log, lines)
+    try:
+        reader = SourceReader(source, pipeline.classifier)
+        writer.write(0.2)
+        first = reader.read()
+        assert first is not None and first.checkpoint is not None  # the first read saves one
+        _reader_round(pipeline, reader, first)
+        for _ in range(3):  # within CHECKPOINT_EVERY: the position moves, the checkpoint not
+            writer.write(0.1)
+            batch = reader.read()
+            assert batch is not None and batch.checkpoint is None
+            _reader_round(pipeline, reader, batch)
+        old_file = batch.position.inode
+        writer.rotate()  # a read that ends in another file checkpoints at once
+        writer.write(0.1)
+        while batch is not None and batch.position.inode == old_file:
+            batch = reader.read()  # the rest of the old file first
+            _reader_round(pipeline, reader, batch)
+        assert batch is not None and batch.checkpoint is not None
+        writer.write(0.1)
+        _reader_round(pipeline, reader, reader.read())
+        reader.close()  # a crash: the correlator's state since the checkpoint is lost
+
+        with engine.connect() as connection:
+            saved = load_position(connection, "mx1", str(log))
+        assert saved is not None
+        assert saved.checkpoint.position.fingerprint == saved.read.fingerprint
+        assert saved.checkpoint.position.offset < saved.read.offset
+        reader = SourceReader(source, pipeline.classifier, saved)
+        writer.write(1.0)
+        while (batch := reader.read()) is not None:
+            _reader_round(pipeline, reader, batch)
+        _reader_round(pipeline, reader, reader.last_batch(None))  # a clean stop
+        reader.close()
+        with engine.connect() as connection:
+            saved = load_position(connection, "mx1", str(log))
+        assert saved is not None and saved.checkpoint.position == saved.read
+        assert stored(engine) == expected(lines)
+    finally:
+        engine.dispose()
 
 
 def test_sigterm_stores_what_was_read_and_exits_0(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
+from detector.follow import Position
 from detector.store import migrate
 from detector.store.models import Base
+from detector.store.positions import load_position, save_position
 from detector.store.session import make_engine, open_database
 
 
@@ -35,4 +38,32 @@ def test_sqlite_runs_in_wal_mode(tmp_path: object) -> None:
     engine = open_database(f"sqlite:///{tmp_path}/wal.db")
     with engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    engine.dispose()
+
+
+def test_a_position_saved_before_checkpoints_resumes_where_it_was_read(
+    database_url: str,
+) -> None:
+    """0003: a 0002 row's correlator state was taken at its read position; after a downgrade,
+    the row resumes at the checkpoint (and reads the rest again)."""
+    engine = make_engine(database_url)
+    migrate.upgrade(engine, "0002")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                'INSERT INTO source_positions (host, path, device, inode, fingerprint, "offset",'
+                " correlator_state, updated_at) VALUES ('mx1', '/var/log/mail.log', 1, 2, 'f',"
+                " 300, '{}', '2026-12-01 00:00:00')"
+            )
+        )
+    migrate.upgrade(engine)
+    with engine.begin() as connection:
+        saved = load_position(connection, "mx1", "/var/log/mail.log")
+        assert saved is not None
+        assert saved.read == saved.checkpoint.position == Position(1, 2, "f", 300)
+        save_position(connection, "mx1", "/var/log/mail.log", Position(1, 2, "f", 900))
+    command.downgrade(migrate.alembic_config(engine), "0002")
+    with engine.connect() as connection:
+        row = connection.execute(text('SELECT "offset" FROM source_positions')).one()
+    assert row.offset == 300
     engine.dispose()
