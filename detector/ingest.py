@@ -192,13 +192,27 @@ class Pipeline:
         if not classified:
             return
         with self.engine.begin() as connection:
-            stored, touched = insert_transactions(connection, file_ids, classified)
+            stored, touched = self._insert(connection, file_ids, classified)
         summary.transactions += len(stored)
         summary.already_stored += len(classified) - len(stored)
         summary.refused_relays += sum(t.refused_relays for t in stored)
         summary.accepted_relays += sum(t.accepted_relays for t in stored)
         for ip, first in touched.items():
             unscored[ip] = min(first, unscored.get(ip, first))
+
+    def _insert(
+        self,
+        connection: Connection,
+        file_ids: Mapping[str | None, int],
+        transactions: list[Transaction],
+    ) -> tuple[list[Transaction], dict[str, float]]:
+        """Store transactions not stored yet and count their relay attempts: those stored,
+        and the clients whose attempts they add, with the earliest."""
+        stored, touched = insert_transactions(connection, file_ids, transactions)
+        if touched:
+            _scoring_turn(connection)
+            self.scorer.count(connection, stored)
+        return stored, touched
 
     def rescore(self, unscored: dict[str, float], summary: Summary) -> None:
         """Refresh the offenders among ``unscored`` clients and make the blocks they call for;
@@ -225,15 +239,13 @@ class Pipeline:
                                 fp, reader.family or "postfix")
                 for fp in {t.source_file for t in batch.transactions} if fp is not None
             }  # fmt: skip
-            stored, touched = insert_transactions(connection, file_ids, batch.transactions)
+            stored, touched = self._insert(connection, file_ids, batch.transactions)
             save_position(
                 connection, host, str(reader.source.path), batch.position, batch.checkpoint
             )
         due = self.pacer.due(touched, time.monotonic())
-        if due and connection.dialect.name == "postgresql":
-            # relay hosts sharing the database rescore one at a time: each sees the others'
-            # committed attempts, and two never write the same offender or block at once
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCORING_LOCK})
+        if due and not touched:
+            _scoring_turn(connection)
         blocks: list[Decision] = []
         costs: dict[str, float] = {}
         for ip, since in due.items():
@@ -241,6 +253,14 @@ class Pipeline:
             blocks += self.scorer.rescore(connection, {ip: since})
             costs[ip] = time.monotonic() - started
         return LiveResult(stored, blocks, touched, costs)
+
+
+def _scoring_turn(connection: Connection) -> None:
+    """Relay hosts sharing a PostgreSQL database count and rescore one at a time (until the
+    transaction ends): each sees the others' committed attempts, and two never write the same
+    offender or block at once."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCORING_LOCK})
 
 
 class RescorePacer:

@@ -1,8 +1,11 @@
 """Scoring: windowed counts of relay attempts per client IP, offenders, automatic blocks.
 
-Called after each stored batch with the client IPs whose relay attempts it added.  Counters
-are recomputed from the stored attempts of those IPs; the windows are slid over their
-attempts in log time, so a batch import decides what the daemon would have decided then.
+An offender's counters (attempts, refused, accepted, distinct recipients and domains, first and
+last seen) are updated in the transaction that stores its attempts (:meth:`Scorer.count`), at a
+cost that does not grow with its history.  Rescoring, after a batch or when the daemon's pacer
+says so, slides the window over its attempts in log time from just before the earliest new
+one: the peaks per window, and the blocks they call for; so a batch import decides what the
+daemon would have decided then.
 
     score = refused relays + 10 × accepted relays + 0.5 × (recipient domains − 1)
 
@@ -12,17 +15,30 @@ times worse; spraying many domains is what spam runs do.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from sqlalchemy import ColumnElement, Connection, case, delete, func, insert, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    bindparam,
+    case,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
 
 from detector.config import ScoringSettings, format_duration
 from detector.decide import AUTO, Decision, NeverBlock, create_block, decisions_for, next_duration
-from detector.store.models import OffenderRow, RecipientRow
-from detector.transactions import ACCEPTED, REFUSED
+from detector.store.models import OffenderRow, OffenderTarget, RecipientRow
+from detector.transactions import ACCEPTED, REFUSED, Transaction
 
 ACCEPTED_WEIGHT = 10.0
 DOMAIN_WEIGHT = 0.5
@@ -34,6 +50,48 @@ def score(refused: int, accepted: int, recipient_domains: int) -> float:
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def target_digest(value: str) -> str:
+    """How ``offender_targets`` knows a recipient address or domain."""
+    return hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+@dataclass
+class _Tally:
+    """The relay attempts of one client in a batch of stored transactions."""
+
+    first: float
+    last: float
+    attempts: int = 0
+    refused: int = 0
+    accepted: int = 0
+    targets: set[tuple[str, str]] = field(default_factory=set)  # (kind, digest)
+
+
+def _tallies(transactions: Iterable[Transaction]) -> dict[str, _Tally]:
+    tallies: dict[str, _Tally] = {}
+    for t in transactions:
+        ip = t.client_ip
+        if ip is None:
+            continue
+        for r in t.recipients:
+            if r.relay_attempt is None:
+                continue
+            tally = tallies.get(ip)
+            if tally is None:
+                tally = tallies[ip] = _Tally(r.time, r.time)
+            tally.first, tally.last = min(tally.first, r.time), max(tally.last, r.time)
+            tally.attempts += 1
+            tally.refused += r.relay_attempt == REFUSED
+            tally.accepted += r.relay_attempt == ACCEPTED
+            tally.targets.add(("address", target_digest(r.address)))
+            if r.domain is not None:
+                tally.targets.add(("domain", target_digest(r.domain)))
+    return tallies
+
+
+_CHUNK = 500  # clients or targets asked for at once
 
 
 class AttemptCounters(NamedTuple):
@@ -68,39 +126,107 @@ def attempt_counters(
     return {row[0]: AttemptCounters(*row[1:]) for row in connection.execute(query)}
 
 
+_TARGET_KEYS = ("ip", "kind", "digest")
+_OFFENDER_COLUMNS = tuple(c.name for c in OffenderRow.__table__.columns)
+_UPDATE_OFFENDER = (
+    update(OffenderRow)
+    .where(OffenderRow.ip == bindparam("new_ip"))
+    .values({c: bindparam(f"new_{c}") for c in _OFFENDER_COLUMNS if c != "ip"})
+)
+"""Every column of one offender, from ``new_<column>`` parameters (executemany)."""
+
+
 class Scorer:
     def __init__(self, scoring: ScoringSettings, never_block: NeverBlock) -> None:
         self.scoring = scoring
         self.never_block = never_block
 
-    def rescore(self, connection: Connection, new_attempts: dict[str, float]) -> list[Decision]:
-        """Refresh the offenders given (with the time of their earliest new relay attempt) and
-        return the blocks their attempts call for."""
-        wanted = sorted(new_attempts)
-        decisions: list[Decision] = []
-        for chunk_start in range(0, len(wanted), 500):
-            chunk = wanted[chunk_start : chunk_start + 500]
-            counters = attempt_counters(connection, RecipientRow.client_ip.in_(chunk))
-            peaks = {
-                ip: (refused, accepted)
-                for ip, refused, accepted in connection.execute(
-                    select(
-                        OffenderRow.ip, OffenderRow.peak_refused, OffenderRow.peak_accepted
-                    ).where(OffenderRow.ip.in_(chunk))
+    def count(self, connection: Connection, stored: Iterable[Transaction]) -> None:
+        """Add the relay attempts of just stored transactions to their clients' offender
+        counters (creating the offenders that are new), in the caller's transaction.  Relay
+        hosts sharing a database must take turns (the caller's lock): it reads, then writes."""
+        tallies = _tallies(stored)
+        wanted = sorted(tallies)
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            targets = [(ip, kind, digest) for ip in chunk for kind, digest in tallies[ip].targets]
+            known: set[tuple[str, str, str]] = set()
+            for at in range(0, len(targets), _CHUNK):
+                part = targets[at : at + _CHUNK]
+                key = (OffenderTarget.ip, OffenderTarget.kind, OffenderTarget.digest)
+                known.update(
+                    (ip, kind, digest)
+                    for ip, kind, digest in connection.execute(
+                        select(*key).where(tuple_(*key).in_(part))
+                    )
+                )
+            fresh = [t for t in targets if t not in known]
+            if fresh:
+                connection.execute(
+                    insert(OffenderTarget), [dict(zip(_TARGET_KEYS, t, strict=True)) for t in fresh]
+                )
+            new_targets = Counter((ip, kind) for ip, kind, _ in fresh)
+            rows = {
+                row.ip: row
+                for row in connection.execute(
+                    select(OffenderRow.__table__).where(OffenderRow.ip.in_(chunk))
                 )
             }
-            connection.execute(delete(OffenderRow).where(OffenderRow.ip.in_(chunk)))
-            rows = []
+            updates, inserts = [], []
             for ip in chunk:
-                if ip not in counters:
+                tally = tallies[ip]
+                new_recipients = new_targets[ip, "address"]
+                new_domains = new_targets[ip, "domain"]
+                row = rows.get(ip)
+                first = datetime.fromtimestamp(tally.first, UTC)
+                last = datetime.fromtimestamp(tally.last, UTC)
+                if row is None:
+                    counters = AttemptCounters(
+                        tally.attempts, tally.refused, tally.accepted, new_recipients,
+                        new_domains, tally.first, tally.last,
+                    )  # fmt: skip
+                    inserts.append(self._offender_row(ip, counters, 0, 0))
                     continue
+                counters = AttemptCounters(
+                    row.relay_attempts + tally.attempts, row.refused_relays + tally.refused,
+                    row.accepted_relays + tally.accepted, row.recipients + new_recipients,
+                    row.recipient_domains + new_domains,
+                    min(row.first_seen, first).timestamp(), max(row.last_seen, last).timestamp(),
+                )  # fmt: skip
+                values = self._offender_row(ip, counters, row.peak_refused, row.peak_accepted)
+                updates.append({f"new_{k}": v for k, v in values.items()})
+            if inserts:
+                connection.execute(insert(OffenderRow), inserts)
+            if updates:
+                connection.execute(_UPDATE_OFFENDER, updates)
+
+    def rescore(self, connection: Connection, new_attempts: dict[str, float]) -> list[Decision]:
+        """Slide the window over the attempts of the offenders given, from just before the
+        earliest new one (the time given): update their peaks, and return the blocks their
+        attempts call for.  Their counters are up to date already (:meth:`count`)."""
+        wanted = sorted(new_attempts)
+        decisions: list[Decision] = []
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            rows = connection.execute(
+                select(OffenderRow.__table__).where(OffenderRow.ip.in_(chunk))
+            ).all()
+            updates = []
+            for row in rows:
                 peak_refused, peak_accepted, new = self._windows(
-                    connection, ip, new_attempts[ip], peaks.get(ip, (0, 0))
+                    connection, row.ip, new_attempts[row.ip], (row.peak_refused, row.peak_accepted)
                 )
                 decisions.extend(new)
-                rows.append(self._offender_row(ip, counters[ip], peak_refused, peak_accepted))
-            if rows:
-                connection.execute(insert(OffenderRow), rows)
+                if (peak_refused, peak_accepted) != (row.peak_refused, row.peak_accepted):
+                    counters = AttemptCounters(
+                        row.relay_attempts, row.refused_relays, row.accepted_relays,
+                        row.recipients, row.recipient_domains, row.first_seen.timestamp(),
+                        row.last_seen.timestamp(),
+                    )  # fmt: skip
+                    values = self._offender_row(row.ip, counters, peak_refused, peak_accepted)
+                    updates.append({f"new_{k}": v for k, v in values.items()})
+            if updates:
+                connection.execute(_UPDATE_OFFENDER, updates)
         return decisions
 
     def _windows(

@@ -155,7 +155,8 @@ class EvidenceLine(Base):
 
 
 class OffenderRow(Base):
-    """A client with at least one relay attempt, with its counters over everything stored."""
+    """A client with at least one relay attempt, with its counters over everything stored
+    (updated as attempts are stored) and its peaks in one window (updated when rescored)."""
 
     __tablename__ = "offenders"
     __table_args__ = (Index(None, "score"), Index(None, "last_seen"))
@@ -172,6 +173,18 @@ class OffenderRow(Base):
     peak_refused: Mapped[int] = mapped_column(Integer)  # most refused attempts in one window
     peak_accepted: Mapped[int] = mapped_column(Integer)  # most accepted relays in one window
     reasons: Mapped[str] = mapped_column(Text)  # JSON list of sentences
+
+
+class OffenderTarget(Base):
+    """A distinct recipient address or domain an offender's relay attempts went to, known by a
+    digest of its text (addresses are the client's, of any length): with it, storing an
+    attempt updates the offender's distinct counts without reading its history."""
+
+    __tablename__ = "offender_targets"
+
+    ip: Mapped[str] = mapped_column(String(45), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)  # address, domain
+    digest: Mapped[str] = mapped_column(String(32), primary_key=True)  # BLAKE2b-128, hex
 
 
 class DecisionRow(Base):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,8 @@ from detector import ingest
 from detector.config import load_settings
 from detector.decide import decisions_for
 from detector.ingest import Pipeline
-from detector.score import score
+from detector.score import attempt_counters, score
+from detector.simulate import traffic
 from detector.store.queries import get_offender, list_offenders
 from detector.store.session import open_database
 from tests.factories import open_relay, probe, write_log
@@ -158,3 +160,33 @@ def test_an_attempt_stored_after_the_block_it_belongs_to_makes_no_second_block(
     with engine.connect() as connection:
         [decision] = decisions_for(connection, SPAMMER)
     assert decision.created_at == start + timedelta(minutes=4)
+
+
+def test_counters_kept_as_attempts_are_stored_equal_a_count_over_everything_stored(
+    run: Callable[..., Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offender counters are added to batch by batch (``Scorer.count``); after many small
+    batches, the file read again after it grew, and a second relay host, they equal a count over all
+    stored attempts, and so do the distinct recipients and domains."""
+    monkeypatch.setattr(ingest, "BATCH_LINES", 500)
+    lines = list(
+        islice(
+            traffic(seed=3, start=NOW - timedelta(hours=1), abuse_share=0.4, open_relay_clients=1),
+            6000,
+        )
+    )
+    run(lines[:3000])
+    monkeypatch.setattr(ingest, "BATCH_LINES", 100_000)
+    run(lines)  # the log grew: one batch, half of it stored already and not counted twice
+    engine = run([line.replace(" mx1 ", " mx2 ") for line in lines], name="mx2.log")
+    with engine.connect() as connection:
+        truth = attempt_counters(connection)
+        offenders = {o.ip: o for o in list_offenders(connection, datetime.now(UTC))}
+    assert len(truth) >= 5 and set(offenders) == set(truth)
+    for ip, want in truth.items():
+        got = offenders[ip]
+        assert (
+            got.relay_attempts, got.refused_relays, got.accepted_relays, got.recipients,
+            got.recipient_domains, got.first_seen.timestamp(), got.last_seen.timestamp(),
+        ) == pytest.approx(tuple(want), rel=0, abs=1e-3), ip  # fmt: skip
+        assert got.score == score(want.refused, want.accepted, want.domains)
