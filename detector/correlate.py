@@ -41,7 +41,7 @@ class _Builder:
 
     start: float
     last: float
-    lines: list[tuple[int, str]]
+    lines: list[tuple[int, str]]  # (offset, text); no text for a local submission
     queue_id: str | None = None
     client_ip: str | None = None
     client_name: str | None = None
@@ -54,6 +54,11 @@ class _Builder:
     reject_reason: str | None = None
     recipients: dict[tuple[str, str | None], Recipient] = field(default_factory=dict)
     source_file: str | None = None
+
+    def add(self, where: tuple[int, str], time: float) -> None:
+        """Take one more line (offset, text) of the transaction, logged at ``time``."""
+        self.lines.append((where[0], "") if self.local_submission else where)
+        self.last = time
 
     def build(self, host: str) -> Transaction:
         offsets, texts = zip(*self.lines, strict=True)
@@ -125,8 +130,7 @@ class Correlator:
     def _removed(self, event: Event, where: tuple[int, str], out: list[Transaction]) -> None:
         message = self._messages.pop(event.queue_id or "", None)
         if message is not None:
-            message.lines.append(where)
-            message.last = event.time
+            message.add(where, event.time)
             out.append(message.build(self.host))
 
     def _connect(self, event: Event, _where: tuple[int, str], out: list[Transaction]) -> None:
@@ -180,8 +184,7 @@ class Correlator:
                 event.time, event.time, [], queue_id=queue_id, source_file=self.source_file
             )
             self._messages[queue_id] = message
-        message.lines.append(where)
-        message.last = event.time
+        message.add(where, event.time)
         return message
 
     def _client(self, event: Event, where: tuple[int, str], out: list[Transaction]) -> None:
@@ -203,7 +206,10 @@ class Correlator:
         if event.kind == Kind.MESSAGE_ID:
             message.message_id = event.message_id
         elif event.kind == Kind.PICKUP:
+            # no network client: never a relay attempt, so its lines are never evidence; their
+            # text is not kept (deferred mail waits here for hours)
             message.local_submission = True
+            message.lines = [(offset, "") for offset, _ in message.lines]
             message.sender = event.sender
         elif event.status == "expired":
             for key, recipient in message.recipients.items():
@@ -255,8 +261,7 @@ class Correlator:
                 event.time, event.time, [], sender=event.sender, source_file=self.source_file
             )
             session.refused = refused
-        refused.lines.append(where)
-        refused.last = event.time
+        refused.add(where, event.time)
         return refused
 
     # -- state kept across restarts ---------------------------------------------------------

@@ -43,8 +43,8 @@ BACKOFF_MAX = 30.0
 BATCH_PAUSE = 0.1
 """Seconds between the starts of two reads while lines keep arriving: a batch gathers what
 came meanwhile (a commit per syslog write would cost more than the lines)."""
-WRITER_CACHE_MIB = 32  # SQLite page cache of the one connection that writes
-API_CACHE_MIB = 4  # … and of each connection of the API
+WRITER_CACHE_MIB = 16  # SQLite page cache of the one connection that writes
+API_CACHE_MIB = 2  # … and of each connection of the API (up to 5 kept)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -8,7 +8,7 @@ from itertools import islice
 from detector.correlate import Correlator
 from detector.transactions import Outcome, Transaction
 from parsers.postfix import PostfixParser
-from tests.factories import open_relay, probe, relay_reject, session
+from tests.factories import open_relay, probe, relay_reject, session, stamp
 
 T0 = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 
@@ -58,6 +58,27 @@ def test_a_queued_message_ends_at_removed_with_every_line() -> None:
     [rcpt] = txn.recipients
     assert (rcpt.outcome, rcpt.agent, rcpt.next_hop) == (
         Outcome.DELIVERED, "smtp", "mx.outside.example[198.51.100.7]:25")  # fmt: skip
+
+
+def test_a_local_submission_keeps_its_offsets_but_not_its_text() -> None:
+    """Mail from pickup has no network client, so it is never a relay attempt and its lines
+    are never evidence; deferred, it may wait for hours."""
+    t = stamp(T0)
+    lines = [
+        f"{t} mx1 postfix/pickup[7]: 1A2B3C4D5E: uid=33 from=<www-data>",
+        f"{t} mx1 postfix/cleanup[8]: 1A2B3C4D5E: message-id=<x@mx1.example.test>",
+        f"{t} mx1 postfix/qmgr[9]: 1A2B3C4D5E: from=<www-data@example.test>, size=900, nrcpt=1 "
+        "(queue active)",
+        f"{t} mx1 postfix/smtp[10]: 1A2B3C4D5E: to=<a@outside.example>, relay=none, delay=1, "
+        "delays=0/0/1/0, dsn=4.4.1, status=deferred (connect to outside.example: timed out)",
+    ]
+    local, relayed = sorted(
+        correlate(lines + open_relay(T0, "203.0.113.7", "4A5B6C7D8E")),
+        key=lambda txn: txn.client_ip or "",
+    )
+    assert local.local_submission and len(local.offsets) == 4
+    assert local.texts == ("", "", "", "")
+    assert relayed.client_ip == "203.0.113.7" and len(relayed.texts) == 4 and all(relayed.texts)
 
 
 def test_stale_sessions_and_messages_are_flushed_so_memory_stays_bounded() -> None:
