@@ -31,7 +31,6 @@ from sqlalchemy import (
     func,
     insert,
     select,
-    tuple_,
     update,
 )
 
@@ -127,6 +126,7 @@ def attempt_counters(
 
 
 _TARGET_KEYS = ("ip", "kind", "digest")
+_TARGET_KINDS = ("address", "domain")
 _OFFENDER_COLUMNS = tuple(c.name for c in OffenderRow.__table__.columns)
 _UPDATE_OFFENDER = (
     update(OffenderRow)
@@ -149,17 +149,21 @@ class Scorer:
         wanted = sorted(tallies)
         for start in range(0, len(wanted), _CHUNK):
             chunk = wanted[start : start + _CHUNK]
-            targets = [(ip, kind, digest) for ip in chunk for kind, digest in tallies[ip].targets]
             known: set[tuple[str, str, str]] = set()
-            for at in range(0, len(targets), _CHUNK):
-                part = targets[at : at + _CHUNK]
-                key = (OffenderTarget.ip, OffenderTarget.kind, OffenderTarget.digest)
-                known.update(
-                    (ip, kind, digest)
-                    for ip, kind, digest in connection.execute(
-                        select(*key).where(tuple_(*key).in_(part))
+            for ip in chunk:  # by client: a lookup in the primary key (a list of rows is a scan)
+                digests = sorted({digest for _, digest in tallies[ip].targets})
+                for at in range(0, len(digests), _CHUNK):
+                    known.update(
+                        (ip, kind, digest)
+                        for kind, digest in connection.execute(
+                            select(OffenderTarget.kind, OffenderTarget.digest).where(
+                                OffenderTarget.ip == ip,
+                                OffenderTarget.kind.in_(_TARGET_KINDS),
+                                OffenderTarget.digest.in_(digests[at : at + _CHUNK]),
+                            )
+                        )
                     )
-                )
+            targets = [(ip, kind, digest) for ip in chunk for kind, digest in tallies[ip].targets]
             fresh = [t for t in targets if t not in known]
             if fresh:
                 connection.execute(

@@ -206,9 +206,8 @@ class DecisionRow(Base):
 
 
 class SourcePosition(Base):
-    """Where following one source stands (``detector.follow.Position``), committed in the same
-    transaction as the rows read up to it; and a checkpoint: what the correlator held at an
-    earlier position (``state_*``), where a restart resumes."""
+    """How far following one source has read (``detector.follow.Position``), committed in the
+    same transaction as the rows read up to it."""
 
     __tablename__ = "source_positions"
 
@@ -218,10 +217,21 @@ class SourcePosition(Base):
     inode: Mapped[int] = mapped_column(BigInteger)
     fingerprint: Mapped[str] = mapped_column(String(64))
     offset: Mapped[int] = mapped_column(BigInteger)
-    correlator_state: Mapped[str] = mapped_column(Text)  # JSON: sessions and messages held
-    # where correlator_state was taken (every few seconds, not with every batch)
-    state_device: Mapped[int] = mapped_column(BigInteger)
-    state_inode: Mapped[int] = mapped_column(BigInteger)
-    state_fingerprint: Mapped[str] = mapped_column(String(64))
-    state_offset: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class SourceCheckpoint(Base):
+    """What the correlator of one source held (sessions and messages not finished yet) at a
+    position at or before the read position: where a restart resumes.  A row of its own, so
+    saving the read position does not rewrite it."""
+
+    __tablename__ = "source_checkpoints"
+
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    device: Mapped[int] = mapped_column(BigInteger)
+    inode: Mapped[int] = mapped_column(BigInteger)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    offset: Mapped[int] = mapped_column(BigInteger)
+    correlator_state: Mapped[str] = mapped_column(Text)  # JSON
+    taken_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -4,7 +4,8 @@ is saved in the one that stores the rows read up to it.
 Two positions are kept per source: how far it was read (saved with every batch), and a
 checkpoint, the correlator's state (sessions and messages not finished yet) with the position
 it was taken at (saved every few seconds: it holds every pending message, and serialising it
-with each batch cost a third of the daemon's time).  A restart resumes at the checkpoint and
+with each batch cost a third of the daemon's time; it has a row of its own, so that saving the
+read position does not rewrite it).  A restart resumes at the checkpoint and
 reads the lines after it again; the transactions finished there are stored already, and
 storing skips them (:func:`detector.store.writes.insert_transactions`).
 """
@@ -17,7 +18,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, insert, select, update
 
 from detector.follow import Position
-from detector.store.models import SourcePosition
+from detector.store.models import SourceCheckpoint, SourcePosition
 
 
 @dataclass(frozen=True)
@@ -36,17 +37,17 @@ class Saved:
 
 def load_position(connection: Connection, host: str, path: str) -> Saved | None:
     """What was saved of following ``path`` on ``host``."""
-    row = connection.execute(
+    read = connection.execute(
         select(SourcePosition).where(SourcePosition.host == host, SourcePosition.path == path)
     ).first()
-    if row is None:
+    at = connection.execute(
+        select(SourceCheckpoint).where(SourceCheckpoint.host == host, SourceCheckpoint.path == path)
+    ).first()
+    if read is None or at is None:
         return None
     return Saved(
-        Position(row.device, row.inode, row.fingerprint, row.offset),
-        Checkpoint(
-            Position(row.state_device, row.state_inode, row.state_fingerprint, row.state_offset),
-            row.correlator_state,
-        ),
+        Position(read.device, read.inode, read.fingerprint, read.offset),
+        Checkpoint(Position(at.device, at.inode, at.fingerprint, at.offset), at.correlator_state),
     )
 
 
@@ -59,23 +60,37 @@ def save_position(
 ) -> None:
     """Save the read position, and the checkpoint when one is given (the first save of a
     source must give one)."""
-    values: dict[str, object] = {
+    now = datetime.now(UTC)
+    first = _upsert(
+        connection, SourcePosition, host, path, {**_columns(position), "updated_at": now}
+    )
+    if checkpoint is not None:
+        values = {
+            **_columns(checkpoint.position), "correlator_state": checkpoint.state, "taken_at": now
+        }  # fmt: skip
+        _upsert(connection, SourceCheckpoint, host, path, values)
+    elif first:
+        raise ValueError(f"the first position saved of {path} on {host} needs a checkpoint")
+
+
+def _columns(position: Position) -> dict[str, object]:
+    return {
         "device": position.device, "inode": position.inode,
         "fingerprint": position.fingerprint, "offset": position.offset,
-        "updated_at": datetime.now(UTC),
     }  # fmt: skip
-    if checkpoint is not None:
-        at = checkpoint.position
-        values.update(
-            state_device=at.device, state_inode=at.inode, state_fingerprint=at.fingerprint,
-            state_offset=at.offset, correlator_state=checkpoint.state,
-        )  # fmt: skip
+
+
+def _upsert(
+    connection: Connection,
+    table: type[SourcePosition | SourceCheckpoint],
+    host: str,
+    path: str,
+    values: dict[str, object],
+) -> bool:
+    """Update the row of ``host`` and ``path``, or insert it: whether it was new."""
     changed = connection.execute(
-        update(SourcePosition)
-        .where(SourcePosition.host == host, SourcePosition.path == path)
-        .values(**values)
+        update(table).where(table.host == host, table.path == path).values(**values)
     ).rowcount
     if not changed:
-        if checkpoint is None:
-            raise ValueError(f"the first position saved of {path} on {host} needs a checkpoint")
-        connection.execute(insert(SourcePosition).values(host=host, path=path, **values))
+        connection.execute(insert(table).values(host=host, path=path, **values))
+    return not changed

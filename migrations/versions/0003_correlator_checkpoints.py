@@ -1,9 +1,11 @@
-"""correlator checkpoints: the position a source's correlator state was taken at
+"""correlator checkpoints: what a source's correlator held, and where, in a table of its own
 
 The read position is saved with every batch; the correlator's state only every few seconds
 (serialising every pending message per batch cost a third of the daemon's time), with the
-position it belongs to.  A restart resumes there and reads again up to the read position;
-the transactions it finds there are stored already and are not stored twice.
+position it belongs to.  It has a table of its own: updating the read position in a row that
+also holds the state rewrote the whole state (megabytes) with every batch.  A restart
+resumes at the checkpoint and reads again up to the read position; the transactions it finds
+there are stored already and are not stored twice.
 
 Revision ID: 0003
 Revises: 0002
@@ -20,34 +22,41 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-_COLUMNS = (
-    ("state_device", sa.BigInteger()),
-    ("state_inode", sa.BigInteger()),
-    ("state_fingerprint", sa.String(length=64)),
-    ("state_offset", sa.BigInteger()),
-)
-
 
 def upgrade() -> None:
-    with op.batch_alter_table("source_positions") as batch:
-        for name, type_ in _COLUMNS:
-            batch.add_column(sa.Column(name, type_, nullable=True))
-    # until now the state was saved with every batch: it belongs to the read position
+    op.create_table(
+        "source_checkpoints",
+        sa.Column("host", sa.String(length=255), nullable=False),
+        sa.Column("path", sa.String(length=1024), nullable=False),
+        sa.Column("device", sa.BigInteger(), nullable=False),
+        sa.Column("inode", sa.BigInteger(), nullable=False),
+        sa.Column("fingerprint", sa.String(length=64), nullable=False),
+        sa.Column("offset", sa.BigInteger(), nullable=False),
+        sa.Column("correlator_state", sa.Text(), nullable=False),
+        sa.Column("taken_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("host", "path", name=op.f("pk_source_checkpoints")),
+    )
+    # until now the state was saved with every batch, at the read position
     op.execute(
-        "UPDATE source_positions SET state_device = device, state_inode = inode,"
-        ' state_fingerprint = fingerprint, state_offset = "offset"'
+        'INSERT INTO source_checkpoints (host, path, device, inode, fingerprint, "offset",'
+        ' correlator_state, taken_at) SELECT host, path, device, inode, fingerprint, "offset",'
+        " correlator_state, updated_at FROM source_positions"
     )
     with op.batch_alter_table("source_positions") as batch:
-        for name, type_ in _COLUMNS:
-            batch.alter_column(name, existing_type=type_, nullable=False)
+        batch.drop_column("correlator_state")
 
 
 def downgrade() -> None:
-    # revision 0002 resumes at the one position it has: make it the state's, read again after
-    op.execute(
-        "UPDATE source_positions SET device = state_device, inode = state_inode,"
-        ' fingerprint = state_fingerprint, "offset" = state_offset'
-    )
     with op.batch_alter_table("source_positions") as batch:
-        for name, _ in reversed(_COLUMNS):
-            batch.drop_column(name)
+        batch.add_column(sa.Column("correlator_state", sa.Text(), nullable=True))
+    # revision 0002 resumes at the one position it has: the checkpoint's, and reads again after
+    op.execute(
+        'UPDATE source_positions SET (device, inode, fingerprint, "offset", correlator_state) ='
+        ' (SELECT c.device, c.inode, c.fingerprint, c."offset", c.correlator_state'
+        " FROM source_checkpoints AS c"
+        " WHERE c.host = source_positions.host AND c.path = source_positions.path)"
+    )
+    op.execute("UPDATE source_positions SET correlator_state = '{}' WHERE correlator_state IS NULL")
+    with op.batch_alter_table("source_positions") as batch:
+        batch.alter_column("correlator_state", existing_type=sa.Text(), nullable=False)
+    op.drop_table("source_checkpoints")
