@@ -78,7 +78,7 @@ class Classifier:
         """Domains the logs show delivered to local mailboxes (local even if not configured)."""
         self.mismatches: Counter[str] = Counter()
         """Domains the server refused as a relay although the configuration calls them local."""
-        self._internal_ip = lru_cache(maxsize=65536)(self._is_internal_ip)
+        self._internal_ip = lru_cache(maxsize=8192)(self._is_internal_ip)
 
     def is_internal_ip(self, ip: str) -> bool:
         return self._internal_ip(ip)
