@@ -41,7 +41,7 @@ class _Builder:
 
     start: float
     last: float
-    lines: list[tuple[int, str]]  # (offset, text); no text for a local submission
+    lines: list[tuple[int, str]]  # (offset, text); text "" once it cannot be evidence
     queue_id: str | None = None
     client_ip: str | None = None
     client_name: str | None = None
@@ -54,11 +54,16 @@ class _Builder:
     reject_reason: str | None = None
     recipients: dict[tuple[str, str | None], Recipient] = field(default_factory=dict)
     source_file: str | None = None
+    texts: bool = True  # keeps the text of its lines (see Correlator._ours)
 
     def add(self, where: tuple[int, str], time: float) -> None:
         """Take one more line (offset, text) of the transaction, logged at ``time``."""
-        self.lines.append((where[0], "") if self.local_submission else where)
+        self.lines.append(where if self.texts else (where[0], ""))
         self.last = time
+
+    def drop_texts(self) -> None:
+        self.texts = False
+        self.lines = [(offset, "") for offset, _ in self.lines]
 
     def build(self, host: str) -> Transaction:
         offsets, texts = zip(*self.lines, strict=True)
@@ -83,6 +88,7 @@ class Correlator:
     """Feed it events in log order; it hands back finished transactions.
 
     ``host`` names the relay host the events come from (the source's ``host``);
+    ``internal_ip`` says whether a client address is in an internal network;
     ``source_file`` is the fingerprint of the log file being read, which the transactions
     started from now on are stored under (a follower changes it when the log rotates).
     """
@@ -93,8 +99,10 @@ class Correlator:
         session_timeout: float = SESSION_TIMEOUT,
         message_timeout: float = MESSAGE_TIMEOUT,
         source_file: str | None = None,
+        internal_ip: Callable[[str], bool] = lambda ip: False,
     ) -> None:
         self.host = host
+        self.internal_ip = internal_ip
         self.source_file = source_file
         self._sessions: dict[tuple[str, str, str | None], _Session] = {}
         self._messages: dict[str, _Builder] = {}
@@ -206,10 +214,7 @@ class Correlator:
         if event.kind == Kind.MESSAGE_ID:
             message.message_id = event.message_id
         elif event.kind == Kind.PICKUP:
-            # no network client: never a relay attempt, so its lines are never evidence; their
-            # text is not kept (deferred mail waits here for hours)
             message.local_submission = True
-            message.lines = [(offset, "") for offset, _ in message.lines]
             message.sender = event.sender
         elif event.status == "expired":
             for key, recipient in message.recipients.items():
@@ -217,9 +222,23 @@ class Correlator:
                     message.recipients[key] = recipient._replace(
                         outcome=Outcome.EXPIRED, time=event.time
                     )
-        else:
+        else:  # qmgr has the message: its SMTP conversation is over
             message.sender = event.sender
             message.size = event.size
+            if message.texts and self._ours(message):
+                message.drop_texts()
+
+    def _ours(self, message: _Builder) -> bool:
+        """Whether a message received in full can never be a relay attempt, so that its lines
+        are never evidence and their text need not be kept (deferred mail waits here for
+        hours): its client is ours (a local submission, authenticated, or in an internal
+        network) and no recipient was refused as a relay."""
+        ours = (
+            message.local_submission
+            or message.sasl_user is not None
+            or (message.client_ip is not None and self.internal_ip(message.client_ip))
+        )
+        return ours and not any(r.refused_as_relay for r in message.recipients.values())
 
     def _delivery(self, event: Event, where: tuple[int, str], _out: list[Transaction]) -> None:
         message = self._message(event, where)
@@ -308,7 +327,7 @@ def _builder_state(builder: _Builder) -> dict[str, object]:
 def _builder(state: dict[str, Any]) -> _Builder:
     recipients = [Recipient(*r) for r in state["recipients"]]
     return _Builder(
-        **{name: state[name] for name in _BUILDER_FIELDS},
+        **{name: state[name] for name in _BUILDER_FIELDS if name in state},  # older: defaults
         lines=[(offset, text) for offset, text in state["lines"]],
         recipients={(r.address, r.orig_address): r for r in recipients},
     )

@@ -356,7 +356,7 @@ class Daemon:
         pipeline = Pipeline(settings, engine)
         pipeline.pacer = pacer  # the clients waiting to be rescored still are
         for reader in readers.values():
-            reader.classifier = pipeline.classifier
+            reader.use(pipeline.classifier)
         if self._wakeup is not None:
             self._wakeup.stop()
         self._wakeup = Wakeup([s.path for s in settings.sources], poll=self.poll)

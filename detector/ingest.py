@@ -147,7 +147,12 @@ class Pipeline:
 
         def produce() -> Iterator[_Batch]:
             return _batches(
-                path, family, Correlator(host, source_file=source_file), self.classifier
+                path,
+                family,
+                Correlator(
+                    host, source_file=source_file, internal_ip=self.classifier.is_internal_ip
+                ),
+                self.classifier,
             )
 
         parallel = (os.cpu_count() or 1) > 1 and path.stat().st_size >= PARALLEL_BYTES
@@ -471,7 +476,7 @@ class SourceReader:
         self.source = source
         self.classifier = classifier
         self.follower = Follower(source.path, saved.checkpoint.position if saved else None)
-        self.correlator = Correlator(source.host)
+        self.correlator = Correlator(source.host, internal_ip=classifier.is_internal_ip)
         if saved is not None:
             self.correlator.restore(saved.checkpoint.state)
         self.family: str | None = None if source.format == "auto" else source.format
@@ -487,6 +492,11 @@ class SourceReader:
     @property
     def lines(self) -> int:
         return self.follower.counts.lines
+
+    def use(self, classifier: Classifier) -> None:
+        """Classify with ``classifier`` from now on (the configuration was reloaded)."""
+        self.classifier = classifier
+        self.correlator.internal_ip = classifier.is_internal_ip
 
     def read(self) -> LiveBatch | None:
         """The lines added since the last read, as classified transactions, or ``None``."""

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -233,5 +234,5 @@ class SourceCheckpoint(Base):
     inode: Mapped[int] = mapped_column(BigInteger)
     fingerprint: Mapped[str] = mapped_column(String(64))
     offset: Mapped[int] = mapped_column(BigInteger)
-    correlator_state: Mapped[str] = mapped_column(Text)  # JSON
+    correlator_state: Mapped[bytes] = mapped_column(LargeBinary)  # JSON, zlib-compressed
     taken_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -60,25 +60,36 @@ def test_a_queued_message_ends_at_removed_with_every_line() -> None:
         Outcome.DELIVERED, "smtp", "mx.outside.example[198.51.100.7]:25")  # fmt: skip
 
 
-def test_a_local_submission_keeps_its_offsets_but_not_its_text() -> None:
-    """Mail from pickup has no network client, so it is never a relay attempt and its lines
-    are never evidence; deferred, it may wait for hours."""
+def queued(qid: str, first: str, status: str = "deferred") -> list[str]:
+    """A message's lines after its first one: cleanup, qmgr, a delivery attempt."""
     t = stamp(T0)
-    lines = [
-        f"{t} mx1 postfix/pickup[7]: 1A2B3C4D5E: uid=33 from=<www-data>",
-        f"{t} mx1 postfix/cleanup[8]: 1A2B3C4D5E: message-id=<x@mx1.example.test>",
-        f"{t} mx1 postfix/qmgr[9]: 1A2B3C4D5E: from=<www-data@example.test>, size=900, nrcpt=1 "
-        "(queue active)",
-        f"{t} mx1 postfix/smtp[10]: 1A2B3C4D5E: to=<a@outside.example>, relay=none, delay=1, "
-        "delays=0/0/1/0, dsn=4.4.1, status=deferred (connect to outside.example: timed out)",
+    return [
+        first,
+        f"{t} mx1 postfix/cleanup[8]: {qid}: message-id=<x@mx1.example.test>",
+        f"{t} mx1 postfix/qmgr[9]: {qid}: from=<a@example.test>, size=900, nrcpt=1 (queue active)",
+        f"{t} mx1 postfix/smtp[10]: {qid}: to=<a@outside.example>, relay=none, delay=1, "
+        f"delays=0/0/1/0, dsn=4.4.1, status={status} (connect to outside.example: timed out)",
     ]
-    local, relayed = sorted(
-        correlate(lines + open_relay(T0, "203.0.113.7", "4A5B6C7D8E")),
-        key=lambda txn: txn.client_ip or "",
-    )
-    assert local.local_submission and len(local.offsets) == 4
-    assert local.texts == ("", "", "", "")
-    assert relayed.client_ip == "203.0.113.7" and len(relayed.texts) == 4 and all(relayed.texts)
+
+
+def test_a_message_of_our_own_clients_keeps_its_offsets_but_not_its_text() -> None:
+    """Mail from pickup, from an authenticated client or from an internal network can never be
+    a relay attempt once qmgr has it, so its lines are never evidence; deferred, it may wait
+    for hours.  Mail from an outside client keeps its text: it may be an accepted relay."""
+    t = stamp(T0)
+    smtpd = f"{t} mx1 postfix/smtpd[7]"
+    lines = [
+        *queued("1A2B3C4D5E", f"{t} mx1 postfix/pickup[7]: 1A2B3C4D5E: uid=33 from=<www-data>"),
+        *queued("2A2B3C4D5E", f"{smtpd}: 2A2B3C4D5E: client=a[198.51.100.5], sasl_method=PLAIN, "
+                              "sasl_username=bob@example.test"),
+        *queued("3A2B3C4D5E", f"{smtpd}: 3A2B3C4D5E: client=app[10.0.1.12]"),
+        *queued("4A2B3C4D5E", f"{smtpd}: 4A2B3C4D5E: client=b[203.0.113.7]"),
+    ]  # fmt: skip
+    correlator = Correlator("mx1", internal_ip=lambda ip: ip.startswith("10."))
+    txns = {t.queue_id: t for t in correlate(lines, correlator)}
+    for ours in ("1A2B3C4D5E", "2A2B3C4D5E", "3A2B3C4D5E"):
+        assert len(txns[ours].offsets) == 4 and txns[ours].texts == ("", "", "", ""), ours
+    assert len(txns["4A2B3C4D5E"].texts) == 4 and all(txns["4A2B3C4D5E"].texts)
 
 
 def test_stale_sessions_and_messages_are_flushed_so_memory_stays_bounded() -> None:
