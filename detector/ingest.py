@@ -225,6 +225,7 @@ class Pipeline:
         if not unscored:
             return
         with self.engine.begin() as connection:
+            _scoring_turn(connection)
             summary.blocks.extend(self.scorer.rescore(connection, unscored))
         summary.offenders.update(unscored)
         unscored.clear()

@@ -206,11 +206,9 @@ class DecisionRow(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
-class SourcePosition(Base):
-    """How far following one source has read (``detector.follow.Position``), committed in the
-    same transaction as the rows read up to it."""
-
-    __tablename__ = "source_positions"
+class _AtPosition:
+    """A followed source (host, path) and a place in one of its files
+    (``detector.follow.Position``)."""
 
     host: Mapped[str] = mapped_column(String(255), primary_key=True)
     path: Mapped[str] = mapped_column(String(1024), primary_key=True)
@@ -218,21 +216,23 @@ class SourcePosition(Base):
     inode: Mapped[int] = mapped_column(BigInteger)
     fingerprint: Mapped[str] = mapped_column(String(64))
     offset: Mapped[int] = mapped_column(BigInteger)
+
+
+class SourcePosition(_AtPosition, Base):
+    """How far following one source has read, committed in the same transaction as the rows
+    read up to it."""
+
+    __tablename__ = "source_positions"
+
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
-class SourceCheckpoint(Base):
+class SourceCheckpoint(_AtPosition, Base):
     """What the correlator of one source held (sessions and messages not finished yet) at a
     position at or before the read position: where a restart resumes.  A row of its own, so
     saving the read position does not rewrite it."""
 
     __tablename__ = "source_checkpoints"
 
-    host: Mapped[str] = mapped_column(String(255), primary_key=True)
-    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
-    device: Mapped[int] = mapped_column(BigInteger)
-    inode: Mapped[int] = mapped_column(BigInteger)
-    fingerprint: Mapped[str] = mapped_column(String(64))
-    offset: Mapped[int] = mapped_column(BigInteger)
     correlator_state: Mapped[bytes] = mapped_column(LargeBinary)  # JSON, zlib-compressed
     taken_at: Mapped[datetime] = mapped_column(UtcDateTime)
