@@ -14,7 +14,6 @@ effect at the next start).
 
 from __future__ import annotations
 
-import gc
 import logging
 import signal
 import socket
@@ -165,10 +164,6 @@ class Daemon:
             api_engine = make_engine(self.settings.database.url, self.busy_timeout, API_CACHE_MIB)
             try:
                 self._serve(api_engine)
-                # what start-up made (modules, the app, its routes: ~150,000 objects) lives as
-                # long as the process; the cycle collector need not walk it every few seconds
-                # (a full collection took 65-120 ms, every 3.4 s, at 10,000 lines/s)
-                gc.freeze()
                 self._follow(engine)
             finally:
                 self._stop_serving()
