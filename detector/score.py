@@ -93,11 +93,6 @@ def _tallies(transactions: Iterable[Transaction]) -> dict[str, _Tally]:
 _CHUNK = 500  # clients or targets asked for at once
 
 
-def _span(decision: Decision, before: float = 0.0) -> tuple[float, float]:
-    """When ``decision`` is in force, in epoch seconds, starting ``before`` seconds early."""
-    return decision.created_at.timestamp() - before, decision.expires_at.timestamp()
-
-
 class AttemptCounters(NamedTuple):
     attempts: int
     refused: int
@@ -254,9 +249,6 @@ class Scorer:
             .order_by(RecipientRow.time)
         ).all()
         existing = decisions_for(connection, ip)
-        # the decisions as spans of epoch seconds: attempts are compared with them one by one
-        decided = [_span(d, window) for d in existing if d.origin == AUTO]
-        blocked = [_span(d) for d in existing if d.revoked_at is None]
         refused: deque[float] = deque()
         accepted: deque[float] = deque()
         peak_refused, peak_accepted = peaks
@@ -275,23 +267,25 @@ class Scorer:
             )
             if not over or refusal is not None:
                 continue
-            if any(start <= when < end for start, end in decided):
+            moment = datetime.fromtimestamp(when, UTC)
+            if any(
+                d.created_at - self.scoring.window <= moment < d.expires_at
+                for d in existing
+                if d.origin == AUTO
+            ):
                 # already decided (now, or by an earlier batch: one that saw a later attempt of
                 # the same burst first, as sessions end out of order)
                 continue
-            if any(start <= when < end for start, end in blocked):
+            if any(d.active(moment) for d in existing):
                 continue  # blocked by hand
             reason = self._reason(len(refused), len(accepted))
             duration = next_duration(existing, self.scoring)
             decision = create_block(
-                connection, ip, origin=AUTO, reason=reason,
-                start=datetime.fromtimestamp(when, UTC), duration=duration,
+                connection, ip, origin=AUTO, reason=reason, start=moment, duration=duration,
                 evidence={"refused_in_window": len(refused), "accepted_in_window": len(accepted),
                           "window": format_duration(self.scoring.window), "at": when},
             )  # fmt: skip
             existing.append(decision)
-            decided.append(_span(decision, window))
-            blocked.append(_span(decision))
             new.append(decision)
         return peak_refused, peak_accepted, new
 

@@ -110,11 +110,10 @@ class RecipientRow(Base):
 
     __tablename__ = "recipients"
     __table_args__ = (
-        Index(  # covers rescoring's read of a client's window: no row of the table is read
+        Index(
             "ix_recipients_relay_attempts",
             "client_ip",
             "time",
-            "relay_attempt",
             sqlite_where=text("relay_attempt IS NOT NULL"),
             postgresql_where=text("relay_attempt IS NOT NULL"),
         ),
