@@ -3,10 +3,13 @@
 A client is internal when its address is in ``network.internal_networks``, when it
 authenticated, or when the mail was submitted on the host itself.  A recipient is local when
 its destination domain (after undoing the classic relay tricks) is in ``local_domains`` or
-``relay_domains``, or was seen delivered to a local mailbox.  An outside client asking for an
-outside recipient is a relay attempt: *refused* when the server refused it, *accepted*
-otherwise.  When the server itself says it refused a recipient as a relay, that is a refused
-relay attempt whatever the configuration says; the disagreement is counted for ``check-config``.
+``relay_domains``, or was seen delivered to a local mailbox.
+
+An outside client asking for an outside recipient is a relay attempt: *accepted* when the
+server did not refuse the recipient; *refused* when the server refused it as a relay, in its
+own words ("Relay access denied"), whatever the configuration says (the disagreement is counted
+for ``check-config``), or without giving a reason (IIS writes only the reply code; OpenSMTPD
+says "Invalid recipient" for both).  Other refusals (unknown user, blocklists) are not.
 """
 
 from __future__ import annotations
@@ -122,7 +125,7 @@ class Classifier:
         domains learnt by then: :meth:`_recipient` without its domain test."""
         outside = txn.client_ip is not None and not self.is_internal(txn)
         for rcpt in txn.recipients:
-            if rcpt.refused_as_relay:
+            if rcpt.refused_as_relay or (outside and rcpt.refusal_unexplained):
                 return True
             if outside and rcpt.outcome != Outcome.REJECTED and not _delivered_here(rcpt):
                 return True
@@ -153,8 +156,11 @@ class Classifier:
             if local or internal:
                 self.mismatches[domain if local else "client"] += 1
             return rcpt.labelled(domain, EXT_TO_EXT, REFUSED)
-        if outside_client and not local and rcpt.outcome != Outcome.REJECTED:
-            attempt = ACCEPTED
+        if outside_client and not local:
+            if rcpt.outcome != Outcome.REJECTED:
+                attempt = ACCEPTED
+            elif rcpt.refusal_unexplained:  # refused, reason not logged, for an outside domain
+                attempt = REFUSED
         side = INTERNAL if local else EXTERNAL
         return rcpt.labelled(domain, _DIRECTIONS[client_side, side], attempt)
 

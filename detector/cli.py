@@ -158,12 +158,12 @@ def ingest(
 @click.pass_context
 def parse(ctx: click.Context, path: Path, log_format: str) -> None:
     """Dry run: show what each line yields and count the unparsed; writes nothing."""
-    from detector.ingest import resolve_format
+    from detector.ingest import choose_format
     from detector.logfile import ReadCounts, open_log, read_lines
     from parsers import make_parser
     from parsers.events import event_summary
 
-    family = resolve_format(path, log_format)
+    family, why = choose_format(path, log_format)
     parser = make_parser(family)
     counts = ReadCounts()
     kinds: Counter[str] = Counter()
@@ -183,7 +183,7 @@ def parse(ctx: click.Context, path: Path, log_format: str) -> None:
             )
             out.write(f"{number}: {kind} {text}\n")
     parsed = counts.lines - kinds["unparsed"]
-    click.echo(f"format: {family}")
+    click.echo(f"format: {family} ({why})")
     click.echo(f"{counts.lines} lines: {parsed} parsed, {kinds['unparsed']} unparsed"
                + (f", {counts.cut} cut at 64 KiB" if counts.cut else ""))  # fmt: skip
     for kind, count in sorted(kinds.items(), key=lambda kv: -kv[1]):

@@ -4,8 +4,12 @@ Two keys tie events together (``reference/log-formats.md`` §1.3): the SMTP serv
 (host, program, pid) knows the client from ``connect`` to ``disconnect``, and a queue id
 (host, queue id) collects sender, recipients and deliveries until the message is ``removed``.
 Recipients refused before a queue file exists (``NOQUEUE``) form a transaction of their own
-per session and envelope sender.  State is bounded: a session or message that has seen no
-event for a while (in log time) is flushed as it stands.
+per session and envelope sender.  Families that log the SMTP conversation itself (Exchange
+and IIS protocol logs, Exchange 5.5 IMS) give commands and replies: a session's ``MAIL FROM``
+starts a transaction, the replies to its ``RCPT TO`` commands accept or refuse recipients, and
+the end of ``DATA``, ``RSET``, ``QUIT`` or the end of the session finish it.  The keys each
+family gives its events are described in :class:`parsers.events.Session`.  State is bounded:
+a session or message that has seen no event for a while (in log time) is flushed as it stands.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from detector.transactions import Outcome, Recipient, Transaction
-from parsers.events import Event, Kind
+from parsers.events import EVENT_FIELDS, Event, Kind
+from parsers.protocol import ENDS_AT_LAST_RECIPIENT, ENDS_AT_REMOVED
 
 SESSION_TIMEOUT = 600.0
 """Seconds (log time) after which a session that never disconnected is dropped."""
@@ -24,6 +29,13 @@ MESSAGE_TIMEOUT = 7200.0
 """Seconds (log time) a queued message may go without a line before it is flushed unfinished;
 covers Postfix's default retry back-off (up to 4000 s) for deferred mail."""
 _EXPIRE_EVERY = 60.0  # seconds of log time between sweeps for stale state
+PENDING_COMMANDS = 100
+"""Unanswered commands kept per session (pipelining sends a few; a log that lost replies
+must not grow without bound)."""
+NOT_LOGGED = "(not logged)"
+"""The SASL user of a client whose log says it authenticated but not as whom (IIS, Exchange
+protocol logs without the ``User Name`` line)."""
+_FINAL = frozenset({Outcome.DELIVERED, Outcome.BOUNCED, Outcome.EXPIRED})
 
 _DELIVERY_OUTCOMES = {
     "sent": Outcome.DELIVERED,
@@ -55,6 +67,7 @@ class _Builder:
     recipients: dict[tuple[str, str | None], Recipient] = field(default_factory=dict)
     source_file: str | None = None
     texts: bool = True  # keeps the text of its lines (see Correlator._ours)
+    expected: int | None = None  # recipients the server accepted (nrcpt), when it says
 
     def add(self, where: tuple[int, str], time: float) -> None:
         """Take one more line (offset, text) of the transaction, logged at ``time``."""
@@ -82,6 +95,9 @@ class _Session:
     last: float
     helo: str | None = None
     refused: _Builder | None = None  # NOQUEUE rejects of the current MAIL FROM
+    sasl_user: str | None = None
+    pending: list[Event] = field(default_factory=list)  # commands not answered yet, in order
+    envelope: _Builder | None = None  # the MAIL transaction of a protocol log
 
 
 class Correlator:
@@ -90,7 +106,8 @@ class Correlator:
     ``host`` names the relay host the events come from (the source's ``host``);
     ``internal_ip`` says whether a client address is in an internal network;
     ``source_file`` is the fingerprint of the log file being read, which the transactions
-    started from now on are stored under (a follower changes it when the log rotates).
+    started from now on are stored under (a follower changes it when the log rotates);
+    ``message_end`` says how the family ends a message (see :mod:`parsers.protocol`).
     """
 
     def __init__(
@@ -100,10 +117,12 @@ class Correlator:
         message_timeout: float = MESSAGE_TIMEOUT,
         source_file: str | None = None,
         internal_ip: Callable[[str], bool] = lambda ip: False,
+        message_end: str = ENDS_AT_REMOVED,
     ) -> None:
         self.host = host
         self.internal_ip = internal_ip
         self.source_file = source_file
+        self.message_end = message_end
         self._sessions: dict[tuple[str, str, str | None], _Session] = {}
         self._messages: dict[str, _Builder] = {}
         self._session_timeout = session_timeout
@@ -114,13 +133,17 @@ class Correlator:
             Kind.QUEUED: self._message_info,
             Kind.MESSAGE_ID: self._message_info,
             Kind.PICKUP: self._message_info,
+            Kind.RECIPIENT: self._recipient,
             Kind.REMOVED: self._removed,
             Kind.CLIENT: self._client,
             Kind.CONNECT: self._connect,
             Kind.DISCONNECT: self._disconnect,
             Kind.REJECT: self._reject,
             Kind.PERMIT: self._permit,
-        }  # other kinds (SASL failures, notes, postscreen) are events, not parts of transactions
+            Kind.AUTH: self._auth,
+            Kind.COMMAND: self._command,
+            Kind.REPLY: self._reply,
+        }  # other kinds (SASL failures, notes, postscreen, headers) are not parts of transactions
 
     @property
     def pending(self) -> int:
@@ -153,6 +176,12 @@ class Correlator:
         session = self._session(event)
         session.helo = event.helo or session.helo
 
+    def _auth(self, event: Event, where: tuple[int, str], _out: list[Transaction]) -> None:
+        session = self._session(event)
+        session.sasl_user = event.sasl_user or session.sasl_user or NOT_LOGGED
+        if session.envelope is not None:
+            session.envelope.add(where, event.time)
+
     def expire(self, now: float, out: list[Transaction]) -> None:
         """Flush sessions and messages that have been quiet too long before ``now`` (log time)."""
         self._next_sweep = now + _EXPIRE_EVERY
@@ -176,13 +205,17 @@ class Correlator:
         if session is None:  # the log began after the connect line
             session = _Session(event.client_ip, event.client_name, event.time)
             self._sessions[key] = session
+        elif session.client_ip is None and event.client_ip is not None:
+            session.client_ip, session.client_name = event.client_ip, event.client_name
         session.last = event.time
         return session
 
     def _end_session(self, key: tuple[str, str, str | None], out: list[Transaction]) -> None:
         session = self._sessions.pop(key, None)
-        if session is not None and session.refused is not None:
-            out.append(session.refused.build(self.host))
+        if session is not None:
+            if session.refused is not None:
+                out.append(session.refused.build(self.host))
+            self._close_envelope(session, out)
 
     def _message(self, event: Event, where: tuple[int, str]) -> _Builder:
         queue_id = event.queue_id or ""
@@ -194,6 +227,15 @@ class Correlator:
             self._messages[queue_id] = message
         message.add(where, event.time)
         return message
+
+    def _done(self, message: _Builder, out: list[Transaction]) -> None:
+        """Finish ``message`` if its family logs no end and every recipient has an outcome."""
+        if self.message_end != ENDS_AT_LAST_RECIPIENT or message.expected is None:
+            return
+        final = sum(1 for r in message.recipients.values() if r.outcome in _FINAL)
+        if final >= message.expected:
+            self._messages.pop(message.queue_id or "", None)
+            out.append(message.build(self.host))
 
     def _client(self, event: Event, where: tuple[int, str], out: list[Transaction]) -> None:
         earlier = self._messages.pop(event.queue_id or "", None)
@@ -213,7 +255,8 @@ class Correlator:
         message = self._message(event, where)
         if event.kind == Kind.MESSAGE_ID:
             message.message_id = event.message_id
-        elif event.kind == Kind.PICKUP:
+            return
+        if event.kind == Kind.PICKUP:
             message.local_submission = True
             message.sender = event.sender
         elif event.status == "expired":
@@ -222,11 +265,44 @@ class Correlator:
                     message.recipients[key] = recipient._replace(
                         outcome=Outcome.EXPIRED, time=event.time
                     )
-        else:  # qmgr has the message: its SMTP conversation is over
+            return
+        else:  # the server has the message: its SMTP conversation is over
             message.sender = event.sender
             message.size = event.size
-            if message.texts and self._ours(message):
-                message.drop_texts()
+            self._take_client(message, event)
+        message.message_id = event.message_id or message.message_id
+        if event.nrcpt is not None:
+            message.expected = event.nrcpt
+        for address in event.recipients or ((event.recipient,) if event.recipient else ()):
+            message.recipients.setdefault(
+                (address, None), Recipient(address, Outcome.QUEUED, event.time)
+            )
+        if message.texts and self._ours(message):
+            message.drop_texts()
+        self._done(message, out)
+
+    def _take_client(self, message: _Builder, event: Event) -> None:
+        """What the event, or the session it came from, says of the message's client."""
+        session = self._sessions.get((event.host, event.program, event.pid))
+        if event.client_ip is not None:
+            message.client_ip, message.client_name = event.client_ip, event.client_name
+        elif session is not None and message.client_ip is None:
+            message.client_ip, message.client_name = session.client_ip, session.client_name
+        message.helo = event.helo or message.helo or (session.helo if session else None)
+        message.sasl_user = (
+            event.sasl_user or message.sasl_user or (session.sasl_user if session else None)
+        )
+
+    def _recipient(self, event: Event, where: tuple[int, str], _out: list[Transaction]) -> None:
+        message = self._message(event, where)
+        if message.client_ip is None:
+            self._take_client(message, event)
+        message.sender = event.sender if event.sender is not None else message.sender
+        address = event.recipient or ""
+        message.recipients.setdefault(
+            (address, event.orig_recipient),
+            Recipient(address, Outcome.QUEUED, event.time, event.orig_recipient),
+        )
 
     def _ours(self, message: _Builder) -> bool:
         """Whether a message received in full can never be a relay attempt, so that its lines
@@ -238,32 +314,44 @@ class Correlator:
             or message.sasl_user is not None
             or (message.client_ip is not None and self.internal_ip(message.client_ip))
         )
-        return ours and not any(r.refused_as_relay for r in message.recipients.values())
+        return ours and not any(
+            r.refused_as_relay or r.refusal_unexplained for r in message.recipients.values()
+        )
 
-    def _delivery(self, event: Event, where: tuple[int, str], _out: list[Transaction]) -> None:
+    def _delivery(self, event: Event, where: tuple[int, str], out: list[Transaction]) -> None:
         message = self._message(event, where)
-        address = event.recipient or ""
-        message.recipients[(address, event.orig_recipient)] = Recipient(
-            address, _DELIVERY_OUTCOMES.get(event.status or "", Outcome.QUEUED), event.time,
-            event.orig_recipient, None, event.enhanced, event.reason, event.relay,
-            event.program.rpartition("/")[2],
-        )  # fmt: skip
+        agent = event.agent or event.program.rpartition("/")[2]
+        outcome = _DELIVERY_OUTCOMES.get(event.status or "", Outcome.QUEUED)
+        for address in event.recipients or (event.recipient or "",):
+            message.recipients[(address, event.orig_recipient)] = Recipient(
+                address, outcome, event.time, event.orig_recipient, None, event.enhanced,
+                event.reason, event.relay, agent,
+            )  # fmt: skip
+        self._done(message, out)
 
     def _reject(self, event: Event, where: tuple[int, str], out: list[Transaction]) -> None:
+        if event.pid is None and not event.queue_id:  # no session around it (Exim)
+            target = _Builder(
+                event.time, event.time, [], sender=event.sender, source_file=self.source_file
+            )
+            target.add(where, event.time)
+            self._refuse(target, event)
+            out.append(target.build(self.host))
+            return
         session = self._session(event)
         session.helo = event.helo or session.helo
         if event.queue_id:
             target = self._message(event, where)
         else:
             target = self._refusals(session, event, where, out)
+        self._refuse(target, event)
+
+    def _refuse(self, target: _Builder, event: Event) -> None:
         target.helo = target.helo or event.helo
         target.client_ip = target.client_ip or event.client_ip
         target.client_name = target.client_name or event.client_name
         if event.recipient and event.stage in ("RCPT", "DATA", "BDAT"):
-            target.recipients[(event.recipient, None)] = Recipient(
-                event.recipient, Outcome.REJECTED, event.time, None, event.code, event.enhanced,
-                event.reason, None, None, event.relay_refused,
-            )  # fmt: skip
+            target.recipients[(event.recipient, None)] = _refused(event.recipient, event)
         else:
             target.reject_reason = event.reason
 
@@ -283,6 +371,71 @@ class Correlator:
         refused.add(where, event.time)
         return refused
 
+    # -- protocol logs: commands and replies ------------------------------------------------
+
+    def _command(self, event: Event, where: tuple[int, str], out: list[Transaction]) -> None:
+        session = self._session(event)
+        verb = event.stage
+        if verb in ("HELO", "EHLO"):
+            session.helo = event.helo or session.helo
+        elif verb == "MAIL":
+            self._close_envelope(session, out)
+            session.envelope = self._envelope(session, event)
+        if session.envelope is not None:
+            session.envelope.add(where, event.time)
+        if event.code is not None:  # answered on the same line
+            self._answer(session, event, event, out)
+        else:
+            if len(session.pending) >= PENDING_COMMANDS:
+                del session.pending[0]
+            session.pending.append(event)
+
+    def _reply(self, event: Event, where: tuple[int, str], out: list[Transaction]) -> None:
+        session = self._session(event)
+        if session.envelope is not None:
+            session.envelope.add(where, event.time)
+        if session.pending:
+            self._answer(session, session.pending.pop(0), event, out)
+
+    def _envelope(self, session: _Session, event: Event) -> _Builder:
+        envelope = _Builder(
+            event.time, event.time, [], sender=event.sender, source_file=self.source_file
+        )
+        envelope.client_ip, envelope.client_name = session.client_ip, session.client_name
+        envelope.helo, envelope.sasl_user = session.helo, session.sasl_user
+        return envelope
+
+    def _answer(
+        self, session: _Session, command: Event, reply: Event, out: list[Transaction]
+    ) -> None:
+        verb, code = command.stage, reply.code
+        accepted = code is not None and code < 400
+        envelope = session.envelope
+        if verb == "RCPT" and command.recipient is not None:
+            if envelope is None:  # the log began after MAIL FROM
+                envelope = session.envelope = self._envelope(session, command)
+            address = command.recipient
+            envelope.recipients[(address, None)] = (
+                Recipient(address, Outcome.QUEUED, reply.time)
+                if accepted
+                else _refused(address, reply)
+            )
+        elif verb == "AUTH" and accepted:
+            session.sasl_user = command.sasl_user or session.sasl_user or NOT_LOGGED
+        elif verb in ("DATA", "BDAT") and code == 354:  # the next reply ends the message
+            session.pending.insert(0, command._replace(stage="END-OF-DATA"))
+        elif verb in ("DATA", "BDAT", "END-OF-DATA", "RSET", "QUIT"):
+            if envelope is not None and not accepted and verb != "QUIT":
+                envelope.reject_reason = reply.reason or f"{code}"
+            self._close_envelope(session, out)
+        elif verb == "MAIL" and envelope is not None and not accepted:
+            envelope.reject_reason = reply.reason or f"{code}"
+
+    def _close_envelope(self, session: _Session, out: list[Transaction]) -> None:
+        envelope, session.envelope = session.envelope, None
+        if envelope is not None and (envelope.recipients or envelope.reject_reason):
+            out.append(envelope.build(self.host))
+
     # -- state kept across restarts ---------------------------------------------------------
 
     def snapshot(self) -> str:
@@ -291,7 +444,9 @@ class Correlator:
         return json.dumps({
             "sessions": [
                 [list(key), s.client_ip, s.client_name, s.last, s.helo,
-                 None if s.refused is None else _builder_state(s.refused)]
+                 None if s.refused is None else _builder_state(s.refused), s.sasl_user,
+                 [list(e) for e in s.pending],
+                 None if s.envelope is None else _builder_state(s.envelope)]
                 for key, s in self._sessions.items()
             ],
             "messages": [_builder_state(m) for m in self._messages.values()],
@@ -301,17 +456,34 @@ class Correlator:
     def restore(self, snapshot: str) -> None:
         """Take back what :meth:`snapshot` saved."""
         state = json.loads(snapshot)
-        self._sessions = {
-            (key[0], key[1], key[2]): _Session(
-                ip, name, last, helo, None if refused is None else _builder(refused)
-            )
-            for key, ip, name, last, helo, refused in state["sessions"]
-        }
+        self._sessions = {}
+        for row in state["sessions"]:
+            key, ip, name, last, helo, refused = row[:6]
+            sasl_user, pending, envelope = row[6:9] if len(row) >= 9 else (None, [], None)
+            self._sessions[(key[0], key[1], key[2])] = _Session(
+                ip, name, last, helo, None if refused is None else _builder(refused),
+                sasl_user, [_event(e) for e in pending],
+                None if envelope is None else _builder(envelope),
+            )  # fmt: skip
         self._messages = {}
         for saved in state["messages"]:
             message = _builder(saved)
             self._messages[message.queue_id or ""] = message
         self._next_sweep = state["next_sweep"]
+
+
+def _refused(address: str, reply: Event) -> Recipient:
+    """``address`` refused, as ``reply`` says."""
+    return Recipient(
+        address, Outcome.REJECTED, reply.time, None, reply.code, reply.enhanced, reply.reason,
+        None, None, reply.relay_refused, reply.refusal_unexplained,
+    )  # fmt: skip
+
+
+def _event(fields: list[Any]) -> Event:
+    event = Event(*fields[: len(EVENT_FIELDS)])
+    recipients = event.recipients
+    return event if recipients is None else event._replace(recipients=tuple(recipients))
 
 
 _BUILDER_FIELDS = tuple(f.name for f in fields(_Builder) if f.name not in ("lines", "recipients"))

@@ -29,7 +29,7 @@ from detector.score import Scorer
 from detector.store.positions import Checkpoint, Saved, save_position
 from detector.store.writes import insert_transactions, log_file_id
 from detector.transactions import Transaction
-from parsers import PARSERS, Parser, detect_format, make_parser
+from parsers import PARSERS, Detection, Parser, detect_format, make_parser
 
 log = logging.getLogger(__name__)
 
@@ -101,19 +101,25 @@ class Summary:
 
 
 def resolve_format(path: Path, requested: str) -> str:
+    return choose_format(path, requested).family
+
+
+def choose_format(path: Path, requested: str) -> Detection:
+    """The family to read ``path`` with, and why: the one asked for, or the one its first
+    lines show (``auto``)."""
     if requested != "auto":
         if requested not in PARSERS:
             known = ", ".join(sorted(PARSERS))
             raise InputError(f"{path}: format {requested!r} is not supported yet (have: {known})")
-        return requested
+        return Detection(requested, "as asked")
     counts = ReadCounts()
     with open_log(path) as handle:
-        family = detect_format(line for _, line in read_lines(handle, counts, str(path)))
-    if family is None:
-        if counts.lines == 0:
-            return "postfix"  # an empty file: nothing to detect, nothing to read
+        detected = detect_format(line for _, line in read_lines(handle, counts, str(path)))
+    if detected is None:
+        if counts.lines == 0:  # an empty file: nothing to detect, nothing to read
+            return Detection("postfix", "the file is empty")
         raise InputError(f"{path}: no known mail log format in its first lines (use --format)")
-    return family
+    return detected
 
 
 class Pipeline:
@@ -150,7 +156,10 @@ class Pipeline:
                 path,
                 family,
                 Correlator(
-                    host, source_file=source_file, internal_ip=self.classifier.is_internal_ip
+                    host,
+                    source_file=source_file,
+                    internal_ip=self.classifier.is_internal_ip,
+                    message_end=PARSERS[family].message_end,
                 ),
                 self.classifier,
             )
@@ -568,6 +577,7 @@ class SourceReader:
                 log.error("%s", self.error)
                 return None
         self.parser = make_parser(self.family)
+        self.correlator.message_end = self.parser.message_end
         return self.parser
 
     def close(self) -> None:

@@ -48,6 +48,7 @@ class Recipient(NamedTuple):
     next_hop: str | None = None  # where a delivery went (``local``, ``mx.example[ip]:25``)
     agent: str | None = None  # delivery agent (smtp, local, lmtp …)
     refused_as_relay: bool = False  # the server said so (e.g. "Relay access denied")
+    refusal_unexplained: bool = False  # refused, reason not logged: a relay refusal if foreign
     # set by the classifier
     domain: str | None = None  # destination domain after undoing relay tricks
     direction: str | None = None  # int→int, int→ext, ext→int, ext→ext

@@ -6,21 +6,17 @@ know: they return ``None`` and the caller counts it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import tzinfo
-from typing import Protocol
+from typing import NamedTuple
 
-from parsers.events import Event
+from parsers.events import Kind
 from parsers.postfix import PostfixParser
+from parsers.protocol import Parser
 
+__all__ = ["PARSERS", "Detection", "Parser", "detect_format", "make_parser"]
 
-class Parser(Protocol):
-    family: str
-
-    def parse(self, line: str) -> Event | None: ...
-
-
-PARSERS: dict[str, Callable[..., Parser]] = {"postfix": PostfixParser}
+PARSERS: dict[str, type[Parser]] = {"postfix": PostfixParser}
 """Every family relaywatch reads, by the name used in ``--format`` and ``format =``."""
 
 DETECT_LINES = 200
@@ -30,13 +26,33 @@ def make_parser(family: str, *, tz: tzinfo | None = None) -> Parser:
     return PARSERS[family](tz=tz)
 
 
-def detect_format(lines: Iterable[str]) -> str | None:
-    """The family that understands most of the first lines of a log, or ``None``."""
+class Detection(NamedTuple):
+    family: str
+    reason: str  # why, in one line, for ``relaywatch parse``
+
+
+def detect_format(lines: Iterable[str]) -> Detection | None:
+    """The family that understands most of the first lines of a log, or ``None``.
+
+    Every family reads the same first lines; header-driven families (W3C, CSV) understand
+    nothing before a header of their own, so a header decides for them.
+    """
     sample = [line for _, line in zip(range(DETECT_LINES), lines, strict=False) if line.strip()]
-    best, best_count = None, 0
+    counts = []
     for family, factory in PARSERS.items():
         parser = factory()
-        count = sum(1 for line in sample if parser.parse(line) is not None)
-        if count > best_count:
-            best, best_count = family, count
-    return best
+        events = [parser.parse(line) for line in sample]
+        headers = sum(1 for e in events if e is not None and e.kind == Kind.HEADER)
+        understood = sum(1 for e in events if e is not None)
+        if understood > headers:  # a header alone is not a log of the family
+            counts.append((understood, headers, family))
+    if not counts:
+        return None
+    counts.sort(key=lambda c: (-c[0], -c[1]))
+    understood, headers, family = counts[0]
+    reason = f"{understood} of its first {len(sample)} lines are {family} lines"
+    if headers:
+        reason += f" ({headers} of them {'its header' if headers == 1 else 'header lines'})"
+    if len(counts) > 1:
+        reason += f"; next best: {counts[1][2]} with {counts[1][0]}"
+    return Detection(family, reason)

@@ -28,6 +28,29 @@ class Kind:
     QUEUED: Final = "queued"  # envelope sender and size of a queued message
     DELIVERY: Final = "delivery"  # one recipient's delivery attempt and its outcome
     REMOVED: Final = "removed"  # the message left the queue: its transaction is complete
+    RECIPIENT: Final = "recipient"  # the server accepted a recipient of a queued message
+    AUTH: Final = "auth"  # a client authenticated (SMTP AUTH succeeded)
+    COMMAND: Final = "command"  # an SMTP command of a client, as a protocol log writes it
+    REPLY: Final = "reply"  # the server's reply to the oldest unanswered command of a session
+    HEADER: Final = "header"  # a line that describes the log itself (W3C/CSV ``#Fields:`` …)
+
+
+class Session:
+    """How each family keys its events (the correlator's contract; DESIGN.md §2).
+
+    ``(host, program, pid)`` names an SMTP session: ``pid`` is the server's process id, or the
+    session id the MTA logs (OpenSMTPD, Exchange), or whatever else the parser knows identifies
+    one conversation (IIS: the client address and HELO).  A ``REJECT`` without ``pid`` and
+    without ``queue_id`` is a transaction of its own (Exim logs no session around it).
+    ``queue_id`` names a message until ``REMOVED`` or, for families that log no end of a
+    message, until every recipient it announced (``nrcpt``) has a final outcome.
+
+    A ``COMMAND`` that carries ``code`` was answered on the same line (IIS); otherwise the next
+    ``REPLY`` of its session answers it, in order (SMTP replies in the order of commands, also
+    under pipelining).  ``stage`` is the command's verb; a reply's ``relay_refused`` says the
+    server refused a recipient as a relay, ``refusal_unexplained`` that it refused one without
+    saying why (a relay refusal when the domain is not ours).
+    """
 
 
 class Event(NamedTuple):
@@ -36,7 +59,7 @@ class Event(NamedTuple):
     time: float
     host: str  # host field of the log line
     program: str  # full program name, e.g. ``postfix/submission/smtpd``
-    pid: str | None  # process id as logged (an identifier: never computed with)
+    pid: str | None  # process or session id as logged (an identifier: see Session)
     kind: str  # one of :class:`Kind`
     queue_id: str | None = None  # the MTA's id of the message (or session)
     client_ip: str | None = None
@@ -57,6 +80,9 @@ class Event(NamedTuple):
     size: int | None = None
     nrcpt: int | None = None
     relay_refused: bool = False  # the server refused this recipient as a relay
+    refusal_unexplained: bool = False  # refused without a reason (IIS logs only the code)
+    recipients: tuple[str, ...] | None = None  # every recipient of a line that lists several
+    agent: str | None = None  # delivery agent, in Postfix's words: local, smtp, pipe, ...
 
 
 EVENT_FIELDS: Final = Event._fields

@@ -246,7 +246,7 @@ def _event_builder(
                 f"(None if {value} is None else int({value}))" if name in _INT_FIELDS else value
             )
         else:
-            values.append("False" if name in derived else "None")
+            values.append(repr(Event._field_defaults.get(name)))
     source = (
         "def build(m, clock):\n"
         f"    g = m.group({', '.join(map(str, indexes))})\n"

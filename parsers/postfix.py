@@ -20,6 +20,7 @@ import pyparsing as pp
 from parsers import syslog
 from parsers.events import Event, Kind
 from parsers.grammar import IP, Message, compile_lines
+from parsers.protocol import Stateless
 
 FAMILY: Final = "postfix"
 
@@ -248,7 +249,7 @@ LINE: Final = compile_lines(
 )
 
 
-class PostfixParser:
+class PostfixParser(Stateless):
     """Turns Postfix log lines into :class:`~parsers.events.Event` objects.
 
     ``now`` is the clock used to give classic syslog timestamps their year; ``tz`` is the zone
@@ -257,6 +258,7 @@ class PostfixParser:
     """
 
     family = FAMILY
+    branches = tuple(message.name for message in MESSAGES)
 
     def __init__(self, now: Callable[[], float] = time.time, tz: tzinfo | None = None) -> None:
         self._clock = syslog.SyslogClock(now, tz).classic
@@ -269,6 +271,10 @@ class PostfixParser:
             return _BUILDERS[m.lastindex](m, self._clock)  # type: ignore[index,misc]
         except ValueError:  # a day or hour out of range: not a real timestamp
             return None
+
+    def branch(self, line: str) -> str | None:
+        m = _MATCH(line)
+        return None if m is None else m.lastgroup
 
 
 _MATCH = LINE.regex.match
