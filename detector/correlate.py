@@ -438,9 +438,10 @@ class Correlator:
 
     # -- state kept across restarts ---------------------------------------------------------
 
-    def snapshot(self) -> str:
+    def snapshot(self, parser_state: object = None) -> str:
         """What is held (sessions and messages not finished yet), as JSON, for :meth:`restore`:
-        stored with the position of the lines read, so a restart goes on where this stopped."""
+        stored with the position of the lines read, so a restart goes on where this stopped.
+        ``parser_state`` is what the parser keeps (a header's columns), saved alongside."""
         return json.dumps({
             "sessions": [
                 [list(key), s.client_ip, s.client_name, s.last, s.helo,
@@ -451,10 +452,11 @@ class Correlator:
             ],
             "messages": [_builder_state(m) for m in self._messages.values()],
             "next_sweep": self._next_sweep,
+            "parser": parser_state,
         }, separators=(",", ":"))  # fmt: skip
 
-    def restore(self, snapshot: str) -> None:
-        """Take back what :meth:`snapshot` saved."""
+    def restore(self, snapshot: str) -> object:
+        """Take back what :meth:`snapshot` saved; returns the parser's state saved with it."""
         state = json.loads(snapshot)
         self._sessions = {}
         for row in state["sessions"]:
@@ -470,6 +472,7 @@ class Correlator:
             message = _builder(saved)
             self._messages[message.queue_id or ""] = message
         self._next_sweep = state["next_sweep"]
+        return state.get("parser")
 
 
 def _refused(address: str, reply: Event) -> Recipient:

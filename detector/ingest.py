@@ -24,7 +24,7 @@ from detector.correlate import Correlator
 from detector.decide import Decision, NeverBlock
 from detector.errors import InputError, RelaywatchError
 from detector.follow import Follower, Position
-from detector.logfile import ReadCounts, fingerprint, open_log, read_lines
+from detector.logfile import ReadCounts, fingerprint, open_log, read_lines, utf16_encoding
 from detector.score import Scorer
 from detector.store.positions import Checkpoint, Saved, save_position
 from detector.store.writes import insert_transactions, log_file_id
@@ -487,8 +487,9 @@ class SourceReader:
         self.classifier = classifier
         self.follower = Follower(source.path, saved.checkpoint.position if saved else None)
         self.correlator = Correlator(source.host, internal_ip=classifier.is_internal_ip)
+        self._parser_state: object = None  # the parser's, from the checkpoint
         if saved is not None:
-            self.correlator.restore(saved.checkpoint.state)
+            self._parser_state = self.correlator.restore(saved.checkpoint.state)
         self.family: str | None = None if source.format == "auto" else source.format
         self.parser: Parser | None = None
         self.files: dict[str, Path] = {}  # fingerprint -> where that file was read
@@ -543,7 +544,7 @@ class SourceReader:
         if now >= self._next_checkpoint or _another_file(self._checkpoint_at, position):
             # after a rotation at once: a restart then never has to read a file again that
             # may be gone (deleted, truncated) since
-            checkpoint = Checkpoint(position, correlator.snapshot())
+            checkpoint = Checkpoint(position, correlator.snapshot(parser.state()))
             cost = time.monotonic() - now
             self._next_checkpoint = now + max(CHECKPOINT_EVERY, cost / CHECKPOINT_SHARE)
             self._checkpoint_at = position
@@ -555,7 +556,9 @@ class SourceReader:
         position = held.position if held is not None else self.follower.position
         if position is None:
             return held
-        checkpoint = Checkpoint(position, self.correlator.snapshot())
+        checkpoint = Checkpoint(
+            position, self.correlator.snapshot(self.parser.state() if self.parser else None)
+        )
         if held is None:
             return LiveBatch([], position, checkpoint, 0, 0)
         return replace(held, checkpoint=checkpoint)
@@ -564,19 +567,28 @@ class SourceReader:
         """The parser of the source's format; with ``auto``, once its first lines are there."""
         if self.error is not None:
             return None
-        if self.family is None:
-            path = self.source.path
-            try:
-                if path.stat().st_size == 0:
-                    return None
-                self.family = resolve_format(path, "auto")
-            except FileNotFoundError:
-                return None  # not there yet
-            except InputError as exc:
-                self.error = f"{exc}; set format in its [[sources]] entry"
-                log.error("%s", self.error)
+        path = self.source.path
+        try:
+            with path.open("rb") as handle:
+                head = handle.read(6)
+            if not head:
                 return None
+            if utf16_encoding(head) is not None:
+                self.error = (
+                    f"{path}: is UTF-16 text; relaywatch follows UTF-8 logs (read it with "
+                    "`relaywatch ingest`, or have the server write UTF-8)"
+                )
+            elif self.family is None:
+                self.family = resolve_format(path, "auto")
+        except FileNotFoundError:
+            return None  # not there yet
+        except InputError as exc:
+            self.error = f"{exc}; set format in its [[sources]] entry"
+        if self.error is not None or self.family is None:
+            log.error("%s", self.error)
+            return None
         self.parser = make_parser(self.family)
+        self.parser.restore(self._parser_state)
         self.correlator.message_end = self.parser.message_end
         return self.parser
 

@@ -1,13 +1,16 @@
 """Reading log files: plain or gzip, line by line with byte offsets, robust to bad bytes.
 
 A line longer than ``MAX_LINE`` bytes is cut there and counted; bytes that are not UTF-8 are
-replaced, and so are NUL bytes (PostgreSQL text cannot hold them).  A file is known by a
+replaced, and so are NUL bytes (PostgreSQL text cannot hold them).  A UTF-16 file (exports of
+Exchange and Microsoft 365 message traces; with a byte order mark or without) is recognised by
+its first bytes and decoded.  A file is known by a
 fingerprint of its first line, so the same log read again under another name (``mail.log`` →
 ``mail.log.1``) is recognised.
 """
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import zlib
@@ -76,16 +79,66 @@ def _hash(first: bytes) -> str:
     return hashlib.sha256(first).hexdigest()[:32]
 
 
-def read_lines(
-    handle: BinaryIO, counts: ReadCounts, name: str, start: int = 0
-) -> Iterator[tuple[int, str]]:
-    """``(offset, text)`` of each line from ``start``, without its line ending.
+def utf16_encoding(head: bytes) -> str | None:
+    """``utf-16-le`` or ``utf-16-be`` when a file starting with ``head`` (its first 6 bytes) is
+    UTF-16 text: ASCII characters with a NUL byte beside each, after a byte order mark or not
+    (a mark followed by anything else is just two bad bytes)."""
+    bom = head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    text = head[2:4] if bom else head[:4]
+    if len(text) < 2 or len(text) % 2:
+        return None
+    low, high = text[0::2], text[1::2]
+    if all(low) and not any(high) and low.isascii():
+        return "utf-16-le"
+    if all(high) and not any(low) and high.isascii():
+        return "utf-16-be"
+    return None
+
+
+def read_lines(handle: BinaryIO, counts: ReadCounts, name: str) -> Iterator[tuple[int, str]]:
+    """``(offset, text)`` of each line, without its line ending.
 
     A final line without its newline is returned too: in a batch import nothing follows.
     A file that cannot be read to its end (a truncated .gz) is an :class:`InputError`
     naming ``name``, after the lines before the damage.  ``counts`` advance a chunk at a time.
     """
-    return chain.from_iterable(_chunks(handle, counts, name, start))
+    encoding = utf16_encoding(handle.peek(6)[:6])  # type: ignore[attr-defined]
+    if encoding is not None:
+        return chain.from_iterable(_utf16_chunks(handle, counts, name, encoding))
+    return chain.from_iterable(_chunks(handle, counts, name, 0))
+
+
+def _utf16_chunks(
+    handle: BinaryIO, counts: ReadCounts, name: str, encoding: str
+) -> Iterator[list[tuple[int, str]]]:
+    """:func:`_chunks` for UTF-16 text: offsets count bytes of the file, as for any other."""
+    read = _checked(handle, name)
+    decoder = codecs.getincrementaldecoder(encoding)("replace")
+    offset, pending, first = 0, "", True
+    while True:
+        data = read(CHUNK)
+        text = pending + decoder.decode(data, final=not data)
+        if first and text.startswith("\ufeff"):
+            text, offset = text[1:], 2
+        first = False
+        lines = text.split("\n")
+        pending = lines.pop()  # the start of a line that has not ended yet
+        newline = [2] * len(lines)
+        if not data and pending:  # a last line without its newline
+            lines.append(pending)
+            newline.append(0)
+        out = []
+        for line, ending in zip(lines, newline, strict=True):
+            size = len(line.encode(encoding)) + ending
+            counts.lines += 1
+            counts.bytes += size
+            if len(line) > MAX_LINE:
+                counts.cut += 1
+            out.append((offset, line[:MAX_LINE].rstrip("\r").replace("\x00", "\ufffd")))
+            offset += size
+        yield out
+        if not data:
+            return
 
 
 def _chunks(

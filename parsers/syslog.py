@@ -13,7 +13,7 @@ from parsers.grammar import LineTime
 HEADER_START = (
     pp.Regex(
         r"(?P<rfc3339>\d\d\d\d-[^ ]+)"
-        r"|(?P<classic>[A-Z][a-z][a-z] [ \d]?\d \d\d:\d\d:\d\d)"
+        r"|(?P<classic>[^ \d]{3,5} [ \d]?\d \d\d:\d\d:\d\d)"
     ).set_name("timestamp")
     + pp.Literal(" ")
     + pp.Regex(r"(?P<host>[^ ]+)").set_name("host")
@@ -41,11 +41,22 @@ TIME = LineTime(
 """The time of a line that starts with ``HEADER_START``; the parser's clock is
 :meth:`SyslogClock.classic`."""
 
+_MONTH_NAMES = (
+    "jan feb mar apr may jun jul aug sep oct nov dec",  # C and English locales
+    "jan feb mär apr mai jun jul aug sep okt nov dez",  # German
+    "janv. févr. mars avr. mai juin juil. août sept. oct. nov. déc.",  # French
+    "ene feb mar abr may jun jul ago sep oct nov dic",  # Spanish
+    "gen feb mar apr mag giu lug ago set ott nov dic",  # Italian
+    "jan feb mrt apr mei jun jul aug sep okt nov dec",  # Dutch
+    "jan fev mar abr mai jun jul ago set out nov dez",  # Portuguese
+    "jan feb mar apr maj jun jul aug sep okt nov dec",  # Swedish, Danish, Norwegian
+)
+"""Abbreviated month names as glibc locales write them (``%b``): syslog daemons that format
+the timestamp in the system locale write these.  Read without regard to case or a final dot."""
 _MONTHS = {
-    name: number
-    for number, name in enumerate(
-        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
-    )
+    name.rstrip("."): number
+    for names in _MONTH_NAMES
+    for number, name in enumerate(names.split(), 1)
 }
 _CACHE_LIMIT = 4096
 _FUTURE_SLACK = 86400.0  # a line more than a day ahead of the clock belongs to the previous year
@@ -70,16 +81,15 @@ class SyslogClock:
         if cached is not None:
             return cached
         month_name, day, clock = stamp.split()
-        if month_name not in _MONTHS:
+        month = _MONTHS.get(month_name.lower().rstrip("."))
+        if month is None:
             raise ValueError(f"no month {month_name!r}")
         hour, minute, second = clock.split(":")
         now = self._now()
         year = datetime.fromtimestamp(now, self._tz).year
-        when = self._epoch(year, _MONTHS[month_name], int(day), int(hour), int(minute), int(second))
+        when = self._epoch(year, month, int(day), int(hour), int(minute), int(second))
         if when > now + _FUTURE_SLACK:
-            when = self._epoch(
-                year - 1, _MONTHS[month_name], int(day), int(hour), int(minute), int(second)
-            )
+            when = self._epoch(year - 1, month, int(day), int(hour), int(minute), int(second))
         if len(self._classic) >= _CACHE_LIMIT:
             self._classic.clear()
         self._classic[stamp] = when

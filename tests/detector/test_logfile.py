@@ -97,3 +97,27 @@ def test_chunked_reading_equals_line_by_line_reading(
     assert got == _reference(data)
     assert counts.bytes == len(data) and counts.lines == len(got)
     assert counts.cut == sum(1 for line in data.split(b"\n") if len(line) > MAX_LINE)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "bom"),
+    [("utf-16-le", True), ("utf-16-be", True), ("utf-16-le", False)],
+    ids=["le-bom", "be-bom", "le-no-bom"],
+)
+def test_utf16_files_are_decoded_with_byte_offsets(
+    tmp_path: Path, encoding: str, bom: bool
+) -> None:
+    text = "#Software: Microsoft Exchange Server\r\n#Fields: a,b\r\nx,é,\U0001f600\r\nlast"
+    raw = (("\ufeff" if bom else "") + text).encode(encoding)
+    path = tmp_path / "MSGTRK2026113001-1.LOG"
+    path.write_bytes(gzip.compress(raw) if encoding.endswith("be") else raw)
+    lines, counts = read(path)
+    assert [line for _, line in lines] == [
+        "#Software: Microsoft Exchange Server",
+        "#Fields: a,b",
+        "x,é,\U0001f600",
+        "last",
+    ]
+    for offset, line in lines:
+        assert raw[offset:].decode(encoding).lstrip("\ufeff").startswith(line)
+    assert counts.lines == 4 and counts.bytes == len(raw) - (2 if bom else 0)

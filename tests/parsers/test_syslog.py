@@ -65,3 +65,16 @@ def test_impossible_dates_yield_no_event() -> None:
     parser = PostfixParser()
     assert parser.parse("Feb 31 08:00:00 mx postfix/smtpd[1]: connect from a[192.0.2.1]") is None
     assert parser.parse("Nov 30 25:00:00 mx postfix/smtpd[1]: connect from a[192.0.2.1]") is None
+
+
+def test_month_names_of_other_locales_are_read() -> None:
+    clock = SyslogClock(now=lambda: at(2026, 12, 1), tz=UTC)
+    assert clock.classic("Mär  8 10:00:01") == at(2026, 3, 8, 10, 0, 1)  # German (blunix sample)
+    assert clock.classic("févr. 8 10:00:01") == at(2026, 2, 8, 10, 0, 1)  # French
+    assert clock.classic("Okt 21 10:00:01") == at(2026, 10, 21, 10, 0, 1)
+    assert clock.classic("dic 24 10:00:01") == at(2025, 12, 24, 10, 0, 1)  # Spanish, last year
+
+
+def test_a_word_that_is_no_month_is_no_timestamp() -> None:
+    line = "Foo  8 10:00:01 mx1 postfix/smtpd[1]: connect from a.example[192.0.2.1]"
+    assert PostfixParser().parse(line) is None
