@@ -394,8 +394,17 @@ class Correlator:
         session = self._session(event)
         if session.envelope is not None:
             session.envelope.add(where, event.time)
-        if session.pending:
-            self._answer(session, session.pending.pop(0), event, out)
+        pending = session.pending
+        if event.stage is None:
+            if pending:
+                self._answer(session, pending.pop(0), event, out)
+            return
+        for index, command in enumerate(pending):  # a reply that says which verb it answers
+            if command.stage == event.stage:
+                del pending[: index + 1]  # replies come in order: the earlier ones went unlogged
+                self._answer(session, command, event, out)
+                return
+        # no such command waits: it came before the log began, and the reply answers nothing
 
     def _envelope(self, session: _Session, event: Event) -> _Builder:
         envelope = _Builder(

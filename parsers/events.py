@@ -47,7 +47,10 @@ class Session:
 
     A ``COMMAND`` that carries ``code`` was answered on the same line (IIS); otherwise the next
     ``REPLY`` of its session answers it, in order (SMTP replies in the order of commands, also
-    under pipelining).  ``stage`` is the command's verb; a reply's ``relay_refused`` says the
+    under pipelining).  A ``REPLY`` whose ``stage`` names the verb it answers (its text says so:
+    Exchange's ``250 2.1.0 Sender OK``) answers the oldest waiting command of that verb, or none
+    when none waits (a log that begins between a command and its reply).
+    ``stage`` is the command's verb; a reply's ``relay_refused`` says the
     server refused a recipient as a relay, ``refusal_unexplained`` that it refused one without
     saying why (a relay refusal when the domain is not ours).
     """

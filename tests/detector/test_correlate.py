@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from itertools import islice
+from typing import Any
 
 from detector.correlate import Correlator
 from detector.transactions import Outcome, Transaction
+from parsers.events import Event, Kind
 from parsers.postfix import PostfixParser
 from tests.factories import open_relay, probe, relay_reject, session, stamp
 
@@ -136,3 +138,26 @@ def test_a_restored_snapshot_goes_on_as_if_never_stopped() -> None:
                 after.feed(event, offset, line, got)
         after.flush(got)
         assert sorted(got) == sorted(expected), cut
+
+
+def test_a_reply_that_names_its_verb_answers_that_command_or_none() -> None:
+    # the log begins after MAIL FROM: its "Sender OK" must not answer the RCPT that follows
+    def event(kind: str, **fields: Any) -> Event:
+        return Event(T0.timestamp(), "", "RECV", "S1", kind, client_ip="203.0.113.9", **fields)
+
+    events = [
+        event(Kind.COMMAND, stage="RCPT", recipient="victim@outside.example"),
+        event(Kind.REPLY, stage="MAIL", code=250, reason="2.1.0 Sender OK"),
+        event(
+            Kind.REPLY, stage="RCPT", code=550, reason="5.7.1 Unable to relay", relay_refused=True
+        ),
+        event(Kind.COMMAND, stage="QUIT"),
+        event(Kind.REPLY, code=221, reason="closing"),
+        event(Kind.DISCONNECT),
+    ]
+    correlator, out = Correlator("mx1"), list[Transaction]()
+    for number, e in enumerate(events):
+        correlator.feed(e, number, f"line {number}", out)
+    [txn] = out
+    [victim] = txn.recipients
+    assert (victim.outcome, victim.refused_as_relay) == (Outcome.REJECTED, True)
