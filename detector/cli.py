@@ -13,13 +13,22 @@ import signal
 import socket
 import sys
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
-from detector.config import FORMATS, Settings, format_duration, load_settings, parse_duration
+from detector.config import (
+    FORMATS,
+    Settings,
+    SourceSettings,
+    format_duration,
+    load_settings,
+    parse_duration,
+    zone,
+    zone_name,
+)
 from detector.errors import ConfigError, RelaywatchError
 from detector.render import iso, render_offenders
 
@@ -91,11 +100,41 @@ def _pipeline(settings: Settings) -> Any:
     return Pipeline(settings, open_database(settings.database.url))
 
 
-def _source_host(settings: Settings, path: Path) -> str:
+def _source(settings: Settings, path: Path) -> SourceSettings | None:
+    """The configured source that reads ``path``, if any."""
     for source in settings.sources:
         if source.path.resolve() == path.resolve():
-            return source.host
-    return socket.gethostname()
+            return source
+    return None
+
+
+def _source_host(settings: Settings, path: Path) -> str:
+    source = _source(settings, path)
+    return source.host if source else socket.gethostname()
+
+
+def _source_zone(settings: Settings, path: Path, name: str | None) -> tzinfo | None:
+    """``--timezone`` if given, else the configured source's, else this machine's (None)."""
+    if name is None:
+        source = _source(settings, path)
+        name = source.timezone if source else None
+    return zone(name)
+
+
+def _timezone(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        try:
+            zone_name(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
+TIMEZONE_OPTION = click.option(
+    "--timezone", callback=_timezone, metavar="ZONE",
+    help="Zone of local-time stamps (IANA name). Default: the configured source's, else this "
+    "machine's.",
+)  # fmt: skip
 
 
 FORMAT_CHOICE = click.Choice(FORMATS)
@@ -107,9 +146,15 @@ FORMAT_CHOICE = click.Choice(FORMATS)
 @click.option("--host", help="Relay host the logs come from. Default: the configured source's "
               "host for that path, else this machine's name.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@TIMEZONE_OPTION
 @click.pass_context
 def ingest(
-    ctx: click.Context, paths: tuple[Path, ...], log_format: str, host: str | None, as_json: bool
+    ctx: click.Context,
+    paths: tuple[Path, ...],
+    log_format: str,
+    host: str | None,
+    as_json: bool,
+    timezone: str | None,
 ) -> None:
     """Import log files (plain or .gz) into the database; reading a file again adds nothing."""
     from tqdm import tqdm
@@ -125,7 +170,7 @@ def ingest(
         ) as bar:  # fmt: skip
             summary = pipeline.ingest_file(
                 path, host=host or _source_host(settings, path), log_format=log_format,
-                progress=bar.update,
+                progress=bar.update, tz=_source_zone(settings, path, timezone),
             )  # fmt: skip
         totals.update(summary.as_dict())
     if as_json:
@@ -155,8 +200,9 @@ def ingest(
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--format", "log_format", type=FORMAT_CHOICE, default="auto", show_default=True)
+@TIMEZONE_OPTION
 @click.pass_context
-def parse(ctx: click.Context, path: Path, log_format: str) -> None:
+def parse(ctx: click.Context, path: Path, log_format: str, timezone: str | None) -> None:
     """Dry run: show what each line yields and count the unparsed; writes nothing."""
     from detector.ingest import choose_format
     from detector.logfile import ReadCounts, open_log, read_lines
@@ -164,10 +210,11 @@ def parse(ctx: click.Context, path: Path, log_format: str) -> None:
     from parsers.events import event_summary
 
     family, why = choose_format(path, log_format)
-    parser = make_parser(family)
+    parser = make_parser(family, tz=_source_zone(_settings(ctx), path, timezone))
     counts = ReadCounts()
     kinds: Counter[str] = Counter()
     out = sys.stdout
+    out.write(f"format: {family} ({why})\n")
     with open_log(path) as handle:
         for number, (_, line) in enumerate(read_lines(handle, counts, str(path)), 1):
             event = parser.parse(line)
@@ -181,9 +228,9 @@ def parse(ctx: click.Context, path: Path, log_format: str) -> None:
             text = " ".join(
                 f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in fields.items()
             )
-            out.write(f"{number}: {kind} {text}\n")
+            when = datetime.fromtimestamp(event.time, UTC).isoformat().replace("+00:00", "Z")
+            out.write(f"{number}: {when} {kind} {text}\n")
     parsed = counts.lines - kinds["unparsed"]
-    click.echo(f"format: {family} ({why})")
     click.echo(f"{counts.lines} lines: {parsed} parsed, {kinds['unparsed']} unparsed"
                + (f", {counts.cut} cut at 64 KiB" if counts.cut else ""))  # fmt: skip
     for kind, count in sorted(kinds.items(), key=lambda kv: -kv[1]):

@@ -11,9 +11,10 @@ import os
 import re
 import socket
 import tomllib
-from datetime import timedelta
+from datetime import timedelta, tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -103,7 +104,23 @@ def _listen(value: str) -> str:
     return value
 
 
+def zone_name(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {value!r} (use an IANA name, e.g. Europe/Berlin or UTC)"
+        ) from None
+    return value
+
+
+def zone(name: str | None) -> tzinfo | None:
+    """The zone named ``name`` (a validated IANA name), or ``None``: this machine's."""
+    return None if name is None else ZoneInfo(name)
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Zone = Annotated[str, AfterValidator(zone_name)]
 Network = Annotated[str, AfterValidator(_network)]
 Domain = Annotated[str, AfterValidator(_domain)]
 Listen = Annotated[str, AfterValidator(_listen)]
@@ -136,6 +153,7 @@ class SourceSettings(_Section):
     path: Path
     format: Literal[FORMATS] = "auto"  # type: ignore[valid-type]
     host: str = Field(default_factory=socket.gethostname, min_length=1)
+    timezone: Zone | None = None  # of stamps written in local time; None: this machine's
 
 
 class ScoringSettings(_Section):

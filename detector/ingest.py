@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
+from datetime import tzinfo
 from pathlib import Path
 from queue import Empty
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 
 from detector.classify import Classifier
-from detector.config import Settings, SourceSettings
+from detector.config import Settings, SourceSettings, zone
 from detector.correlate import Correlator
 from detector.decide import Decision, NeverBlock
 from detector.errors import InputError, RelaywatchError
@@ -139,8 +140,10 @@ class Pipeline:
         host: str,
         log_format: str = "auto",
         progress: Callable[[int], None] | None = None,
+        tz: tzinfo | None = None,
     ) -> Summary:
         """Read a whole file (plain or gzip) into the store; reading it again adds nothing.
+        ``tz`` is the zone of its local-time stamps (this machine's when ``None``).
 
         A large file is read, parsed and correlated in a child process while this one
         classifies, stores and scores, so the two halves of the work use two cores.
@@ -162,6 +165,7 @@ class Pipeline:
                     message_end=PARSERS[family].message_end,
                 ),
                 self.classifier,
+                tz,
             )
 
         parallel = (os.cpu_count() or 1) > 1 and path.stat().st_size >= PARALLEL_BYTES
@@ -348,7 +352,7 @@ class _Batch:
 
 
 def _batches(
-    path: Path, family: str, correlator: Correlator, classifier: Classifier
+    path: Path, family: str, correlator: Correlator, classifier: Classifier, tz: tzinfo | None
 ) -> Iterator[_Batch]:
     """Read, parse and correlate ``path`` in batches of ``BATCH_LINES`` lines.
 
@@ -356,7 +360,7 @@ def _batches(
     which is all the store wants of them.  Transactions that cannot be relay attempts lose
     their texts here already, which keeps batches small to hand between processes.
     """
-    parser = make_parser(family)
+    parser = make_parser(family, tz=tz)
     counts = ReadCounts()
     with open_log(path) as handle, _cyclic_gc_paused():
         lines = read_lines(handle, counts, str(path))
@@ -587,7 +591,7 @@ class SourceReader:
         if self.error is not None or self.family is None:
             log.error("%s", self.error)
             return None
-        self.parser = make_parser(self.family)
+        self.parser = make_parser(self.family, tz=zone(self.source.timezone))
         self.parser.restore(self._parser_state)
         self.correlator.message_end = self.parser.message_end
         return self.parser

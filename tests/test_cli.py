@@ -525,3 +525,27 @@ def test_relaywatch_config_naming_a_bad_file_is_a_one_line_error(run: Run, tmp_p
     bad.write_text('[scoring]\nwindow = "soon"\n')
     result = run("offenders", env={"RELAYWATCH_CONFIG": str(bad)})
     assert_one_line_error(result, "scoring.window")
+
+
+def test_parse_says_first_which_format_it_chose_and_why(run: Run, mail_log: Path) -> None:
+    result = run("parse", mail_log)
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert re.fullmatch(
+        r"format: postfix \(\d+ of its first \d+ lines are postfix lines.*\)", first
+    )
+    assert run("parse", "--format", "postfix", mail_log).stdout.startswith(
+        "format: postfix (as asked)\n"
+    )
+
+
+def test_local_time_stamps_are_read_in_the_zone_given(run: Run, tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.write_text("Nov 30 09:00:00 mx1 postfix/smtpd[1]: connect from a.example[192.0.2.1]\n")
+    berlin = run("parse", "--timezone", "Europe/Berlin", log)
+    assert berlin.returncode == 0, berlin.stderr
+    assert re.search(r"\n1: \d{4}-11-30T08:00:00Z connect ", berlin.stdout)  # the year: now's
+    utc = run("parse", "--timezone", "UTC", log).stdout
+    assert re.search(r"\n1: \d{4}-11-30T09:00:00Z connect ", utc)
+    bad = run("parse", "--timezone", "Mars/Olympus", log)
+    assert bad.returncode == 2 and "unknown time zone 'Mars/Olympus'" in bad.stderr

@@ -76,6 +76,8 @@ listen = "127.0.0.1:10040"
         ('[[sources]]\nformat = "postfix"\n', "sources[1].path: required key is missing"),
         ('[[sources]]\npath = "/x"\nformat = "qmail"\n', "sources[1].format:"),
         ('[api]\nlisten = "8025"\n', "api.listen: invalid listen address '8025'"),
+        ('[[sources]]\npath = "/x"\ntimezone = "Mars/Olympus"\n',
+         "sources[1].timezone: unknown time zone 'Mars/Olympus'"),
         ('[database]\nurl = "mysql://x"\n', "database.url: unsupported database url"),
         ("[scoring]\nrefused_relays_to_block = 0\n", "scoring.refused_relays_to_block:"),
         ("[network\n", "not valid TOML"),
