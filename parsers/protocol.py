@@ -28,7 +28,7 @@ class Parser(Protocol):
     branches: tuple[str, ...]  # names of the branches of its grammars (see ``branch``)
 
     def __init__(self, now: Callable[[], float] = ..., tz: tzinfo | None = None) -> None:
-        """``now`` gives timestamps without a year theirs; ``tz`` is the zone of timestamps
+        """``now`` dates timestamps that carry no year; ``tz`` is the zone of timestamps
         written in local time (the machine's when ``None``)."""
 
     def parse(self, line: str) -> Event | None: ...
