@@ -344,6 +344,9 @@ class Correlator:
             target = self._message(event, where)
         else:
             target = self._refusals(session, event, where, out)
+        if target.client_ip is None and event.client_ip is None:  # only the session names it
+            target.client_ip, target.client_name = session.client_ip, session.client_name
+        target.sasl_user = target.sasl_user or session.sasl_user
         self._refuse(target, event)
 
     def _refuse(self, target: _Builder, event: Event) -> None:

@@ -41,7 +41,8 @@ class Session:
     ``(host, program, pid)`` names an SMTP session: ``pid`` is the server's process id, or the
     session id the MTA logs (OpenSMTPD, Exchange), or whatever else the parser knows identifies
     one conversation (IIS: the client address and HELO).  A ``REJECT`` without ``pid`` and
-    without ``queue_id`` is a transaction of its own (Exim logs no session around it).
+    without ``queue_id`` is a transaction of its own (Exim logs no session around it); one
+    whose line names no client takes its session's client and authenticated user (OpenSMTPD).
     ``queue_id`` names a message until ``REMOVED`` or, for families that log no end of a
     message, until every recipient it announced (``nrcpt``) has a final outcome.
 

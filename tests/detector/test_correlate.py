@@ -161,3 +161,28 @@ def test_a_reply_that_names_its_verb_answers_that_command_or_none() -> None:
     [txn] = out
     [victim] = txn.recipients
     assert (victim.outcome, victim.refused_as_relay) == (Outcome.REJECTED, True)
+
+
+def test_a_refusal_whose_line_names_no_client_takes_its_sessions_client_and_user() -> None:
+    # OpenSMTPD names the client once, on the session's "connected" line
+    def event(kind: str, session: str, **fields: Any) -> Event:
+        return Event(T0.timestamp(), "mx1", "smtpd", session, kind, **fields)
+
+    refusal = {"stage": "RCPT", "code": 550, "refusal_unexplained": True}
+    events = [
+        event(Kind.CONNECT, "a1", client_ip="203.0.113.7", client_name="unknown"),
+        event(Kind.CONNECT, "b2", client_ip="198.51.100.6", client_name="laptop.example.org"),
+        event(Kind.AUTH, "b2", sasl_user="alice@example.test"),
+        event(Kind.REJECT, "a1", recipient="victim@outside.example", **refusal),
+        event(Kind.REJECT, "b2", recipient="typo@outside.example", **refusal),
+        event(Kind.DISCONNECT, "a1"),
+        event(Kind.DISCONNECT, "b2"),
+    ]
+    correlator, out = Correlator("mx1"), list[Transaction]()
+    for number, e in enumerate(events):
+        correlator.feed(e, number, f"line {number}", out)
+    got = {t.recipients[0].address: (t.client_ip, t.client_name, t.sasl_user) for t in out}
+    assert got == {
+        "victim@outside.example": ("203.0.113.7", "unknown", None),
+        "typo@outside.example": ("198.51.100.6", "laptop.example.org", "alice@example.test"),
+    }
