@@ -11,12 +11,13 @@ from datetime import tzinfo
 from typing import NamedTuple
 
 from parsers.events import Kind
+from parsers.opensmtpd import OpenSMTPDParser
 from parsers.postfix import PostfixParser
 from parsers.protocol import Parser
 
 __all__ = ["PARSERS", "Detection", "Parser", "detect_format", "make_parser"]
 
-PARSERS: dict[str, type[Parser]] = {"postfix": PostfixParser}
+PARSERS: dict[str, type[Parser]] = {"postfix": PostfixParser, "opensmtpd": OpenSMTPDParser}
 """Every family relaywatch reads, by the name used in ``--format`` and ``format =``."""
 
 DETECT_LINES = 200
