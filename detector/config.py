@@ -38,6 +38,7 @@ FORMATS = (
     "exchange-smtp",
     "iis-w3c",
     "ims",
+    "exchange55-tracking",
     "opensmtpd",
 )
 SINK_TYPES = (

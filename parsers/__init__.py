@@ -11,13 +11,21 @@ from datetime import tzinfo
 from typing import NamedTuple
 
 from parsers.events import Kind
+from parsers.exchange55 import Exchange55TrackingParser, ImsParser
+from parsers.iis import IisW3cParser
 from parsers.opensmtpd import OpenSMTPDParser
 from parsers.postfix import PostfixParser
 from parsers.protocol import Parser
 
 __all__ = ["PARSERS", "Detection", "Parser", "detect_format", "make_parser"]
 
-PARSERS: dict[str, type[Parser]] = {"postfix": PostfixParser, "opensmtpd": OpenSMTPDParser}
+PARSERS: dict[str, type[Parser]] = {
+    "postfix": PostfixParser,
+    "opensmtpd": OpenSMTPDParser,
+    "iis-w3c": IisW3cParser,
+    "ims": ImsParser,
+    "exchange55-tracking": Exchange55TrackingParser,
+}
 """Every family relaywatch reads, by the name used in ``--format`` and ``format =``."""
 
 DETECT_LINES = 200
