@@ -63,6 +63,7 @@ import time
 from calendar import timegm
 from collections.abc import Callable
 from datetime import datetime, tzinfo
+from functools import lru_cache
 from typing import Any, Final
 
 import pyparsing as pp
@@ -187,6 +188,7 @@ def _address(value: str | None) -> str | None:
 _IP_CHARACTERS: Final = re.compile(r"\[?[0-9A-Fa-f:.]{2,45}\]?")
 
 
+@lru_cache(maxsize=1024)
 def _ip_literal(host: str) -> str | None:
     """``host`` as an IP address when it is one (``192.0.2.1``, ``[192.0.2.1]``)."""
     if _IP_CHARACTERS.fullmatch(host) is None:  # a name; and no long string for ipaddress
@@ -239,20 +241,26 @@ IMS_CONTINUATION: Final = LineGrammar(
 _IMS_MATCH = IMS_LINE.regex.match
 _IMS_BUILDERS = IMS_LINE.builders
 _CONTINUATION_MATCH = IMS_CONTINUATION.regex.match
+_GROUPS = IMS_LINE.regex.groupindex
+_REPLY: Final = _GROUPS[reply.name]
+_REPLY_CODE: Final = _GROUPS[f"code_{IMS_MESSAGES.index(reply)}"]
+_CONNECT: Final = _GROUPS[connect.name]
+_COMMANDS: Final = frozenset(_GROUPS[m.name] for m in IMS_MESSAGES if m.kind == Kind.COMMAND)
+"""``match.lastindex`` of each kind of message (see :class:`parsers.grammar.LineGrammar`)."""
+_NEW: Final = tuple.__new__
+_NO_FIELDS: Final = tuple(Event._field_defaults[name] for name in Event._fields[5:])
 
 
-class ImsClock:
+class ImsClock(dict[str, float]):
     """``M/D/YY H:MM:SS AM`` in ``tz`` (the machine's zone when ``None``) to UTC epoch
-    seconds, cached: the lines of one second share a stamp."""
+    seconds: ``clock[stamp]``.  A dict of the stamps seen: the lines of one second share a
+    stamp, and a dict's own lookup is the cheapest call Python has."""
 
     def __init__(self, tz: tzinfo | None = None) -> None:
+        super().__init__()
         self._tz = tz
-        self._cache: dict[str, float] = {}
 
-    def __call__(self, stamp: str) -> float:
-        cached = self._cache.get(stamp)
-        if cached is not None:
-            return cached
+    def __missing__(self, stamp: str) -> float:
         date, clock, *half = stamp.split(" ")
         month, day, year = (int(part) for part in date.split("/"))
         hour, minute, second = (int(part) for part in clock.split(":"))
@@ -260,9 +268,9 @@ class ImsClock:
             _year(year), month, day, _hour(hour, half[0] if half else None), minute, second,
             tzinfo=self._tz,
         ).timestamp()  # fmt: skip
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[stamp] = when
+        if len(self) >= _CACHE_LIMIT:
+            self.clear()
+        self[stamp] = when
         return when
 
 
@@ -275,7 +283,7 @@ class ImsParser:
     branches = (*(m.name for m in IMS_MESSAGES), "continuation", "reply_step", "client_data")
 
     def __init__(self, now: Callable[[], float] = time.time, tz: tzinfo | None = None) -> None:
-        self._clock = ImsClock(tz)
+        self._clock = ImsClock(tz).__getitem__
         self._time: float | None = None  # of the last line with a time (continuations have none)
         self._multiline = False  # a multi-line reply goes on
         self._sasl = False  # the server asked for SASL data (334)
@@ -295,38 +303,41 @@ class ImsParser:
     def parse(self, line: str) -> Event | None:
         m = _IMS_MATCH(line)
         if m is None:
-            return self._continuation(line)
+            return self._continuation(line) if self._multiline else None
+        message = m.lastindex
         try:
-            event = _IMS_BUILDERS[m.lastindex](m, self._clock)  # type: ignore[index,misc]
+            event = _IMS_BUILDERS[message](m, self._clock)  # type: ignore[index,misc]
         except ValueError:  # a day or hour out of range: not a real timestamp
             return None
-        self._time = event.time
-        kind = event.kind
-        if kind == Kind.REPLY:
-            return self._reply(event, line)
+        self._time = event[0]
+        if message == _REPLY:
+            return self._reply(event, m)
         self._multiline = False
-        if kind == Kind.COMMAND and (self._sasl or self._data):  # SASL data, or the message
-            return Event(event.time, "", IMS_PROGRAM, None, Kind.CLIENT_NOTE)
-        if kind == Kind.CONNECT:
+        if message in _COMMANDS:
+            if self._sasl or self._data:  # SASL data, or the message: not commands
+                return _NEW(Event, (event[0], "", IMS_PROGRAM, None, Kind.CLIENT_NOTE,
+                                    *_NO_FIELDS))  # fmt: skip
+        elif message == _CONNECT:
             self._sasl = self._data = False
         return event
 
-    def _reply(self, event: Event, line: str) -> Event:
-        code_at = line.find(">>> ") + 4  # the stamp before it has no ">"
-        more = line[code_at + 3 : code_at + 4] == "-"
+    def _reply(self, event: Event, m: re.Match[str]) -> Event:
+        end = m.end(_REPLY_CODE)
+        more = m.string[end : end + 1] == "-"
         if self._multiline:  # a later line of a multi-line reply, written with ">>>"
             self._multiline = more
             return event._replace(kind=Kind.CLIENT_NOTE, relay_refused=False)
         self._multiline = more
-        if event.code == 334:  # a step of SMTP AUTH, not its outcome
+        code = event[15]
+        if code == 334:  # a step of SMTP AUTH, not its outcome
             self._sasl = True
             return event._replace(kind=Kind.CLIENT_NOTE)
         self._sasl = False
-        self._data = event.code == 354
+        self._data = code == 354
         return event
 
     def _continuation(self, line: str) -> Event | None:
-        if not self._multiline or self._time is None:
+        if self._time is None:
             return None
         m = _CONTINUATION_MATCH(line)
         if m is None:
@@ -408,6 +419,8 @@ def _grammar(element: pp.ParserElement, name: str) -> LineGrammar:
 
 TRACKING_RECORD: Final = _grammar(RECORD, "record")
 TRACKING_RECIPIENT: Final = _grammar(RECIPIENT, "recipient line")
+_RECORD_MATCH = TRACKING_RECORD.regex.match
+_RECIPIENT_MATCH = TRACKING_RECIPIENT.regex.match
 
 EVENTS: Final = {
     0: "Message transfer in", 1: "Probe transfer in", 2: "Report transfer in",
@@ -467,16 +480,39 @@ class Exchange55TrackingParser:
 
     def __init__(self, now: Callable[[], float] = time.time, tz: tzinfo | None = None) -> None:
         self._record: dict[str, Any] | None = None
+        self._before: tuple[object, ...] = ()  # the fields of its recipients' events before …
+        self._after: tuple[object, ...] = ()  # … and after the recipient
         self._times: dict[str, float] = {}
 
     def state(self) -> object:
         return None if self._record is None else dict(self._record)
 
     def restore(self, state: object) -> None:
-        self._record = dict(state) if isinstance(state, dict) else None
+        self._open(dict(state) if isinstance(state, dict) else None)
+
+    def _open(self, record: dict[str, Any] | None) -> None:
+        """Read the recipient lines of ``record`` from now on (none when ``None``)."""
+        self._record = record
+        if record is None:
+            return
+        number = record["event"]
+        name = EVENTS.get(number, f"event {number}")
+        kind, agent, status, relay = Kind.CLIENT_NOTE, None, None, None
+        reason: str | None = name
+        if number == RECEIVED:
+            kind, reason = Kind.RECIPIENT, None
+        elif number in DELIVERIES:
+            kind, relay = Kind.DELIVERY, record["relay"]
+            agent, status = DELIVERIES[number]
+        fields = (
+            record["time"], "", TRACKING_PROGRAM, None, kind, record["queue_id"], None, None,
+            None, None, None, None, None, None, None, None, None, status, reason, relay, None,
+            None, None, False, False, None, agent,
+        )  # fmt: skip
+        self._before, self._after = fields[:12], fields[13:]  # the recipient is field 12
 
     def parse(self, line: str) -> Event | None:
-        m = TRACKING_RECORD.regex.match(line)
+        m = _RECORD_MATCH(line)
         if m is not None:
             try:
                 return self._record_line(m)
@@ -486,54 +522,42 @@ class Exchange55TrackingParser:
         record = self._record
         if record is None:
             return None
-        m = TRACKING_RECIPIENT.regex.match(line)
-        recipient = None if m is None else _proxy(m["recipient"].strip())
+        m = _RECIPIENT_MATCH(line)
+        recipient = None if m is None else m[1].strip()
         if not recipient:
             return None
+        if recipient[:5].upper() == "SMTP:":
+            recipient = recipient[5:]
         left = record["left"]
         if left is not None:
             record["left"] = left - 1
             if left <= 1:
                 self._record = None
-        return self._recipient_line(record, recipient)
+        return _NEW(Event, (*self._before, recipient, *self._after))
 
     def _record_line(self, m: re.Match[str]) -> Event:
-        stamp = m["stamp"]
+        queue_id, number_text, stamp, relay, message_id, sender, size, nrcpt = m.group(
+            "queue_id", "event", "stamp", "relay", "message_id", "sender", "size", "nrcpt"
+        )
         when = self._times.get(stamp)
         if when is None:
             when = _tracking_time(stamp)
             if len(self._times) >= _CACHE_LIMIT:
                 self._times.clear()
             self._times[stamp] = when
-        number = int(m["event"])
-        count = int(m["nrcpt"]) if m["nrcpt"] else None
-        queue_id = m["queue_id"].strip()
-        self._record = {"queue_id": queue_id, "event": number, "time": when,
-                        "relay": m["relay"] or None,
-                        "left": count if count else None}  # fmt: skip
+        number = int(number_text)
+        count = int(nrcpt) if nrcpt else None
+        queue_id = queue_id.strip()
+        self._open({"queue_id": queue_id, "event": number, "time": when,
+                    "relay": relay or None, "left": count or None})  # fmt: skip
         name = EVENTS.get(number, f"event {number}")
         if number == RECEIVED:
-            message_id = m["message_id"].strip("<>") or None
             return Event(when, "", TRACKING_PROGRAM, None, Kind.QUEUED, queue_id=queue_id,
-                         sender=_proxy(m["sender"]) or None, reason=name,
-                         message_id=message_id, size=int(m["size"]) if m["size"] else None,
-                         nrcpt=count)  # fmt: skip
+                         sender=_proxy(sender) or None, reason=name,
+                         message_id=message_id.strip("<>") or None,
+                         size=int(size) if size else None, nrcpt=count)  # fmt: skip
         return Event(when, "", TRACKING_PROGRAM, None, Kind.CLIENT_NOTE, queue_id=queue_id,
                      reason=name)  # fmt: skip
-
-    def _recipient_line(self, record: dict[str, Any], recipient: str) -> Event:
-        number, when, queue_id = record["event"], record["time"], record["queue_id"]
-        name = EVENTS.get(number, f"event {number}")
-        if number == RECEIVED:
-            return Event(when, "", TRACKING_PROGRAM, None, Kind.RECIPIENT, queue_id=queue_id,
-                         recipient=recipient)  # fmt: skip
-        if number in DELIVERIES:
-            agent, status = DELIVERIES[number]
-            return Event(when, "", TRACKING_PROGRAM, None, Kind.DELIVERY, queue_id=queue_id,
-                         recipient=recipient, status=status, reason=name,
-                         relay=record["relay"], agent=agent)  # fmt: skip
-        return Event(when, "", TRACKING_PROGRAM, None, Kind.CLIENT_NOTE, queue_id=queue_id,
-                     recipient=recipient, reason=name)  # fmt: skip
 
     def branch(self, line: str) -> str | None:
         probe = Exchange55TrackingParser()

@@ -116,7 +116,7 @@ def test_ims_state_survives_a_restart_in_the_middle_of_a_multi_line_reply() -> N
 @pytest.mark.parametrize(("stamp", "year"), [("1/1/70", 1970), ("12/31/99", 1999),
                                              ("1/1/00", 2000), ("1/1/69", 2069)])  # fmt: skip
 def test_ims_two_digit_years_from_70_are_the_1900s(stamp: str, year: int) -> None:
-    when = ImsClock(UTC)(f"{stamp} 12:00:00 PM")
+    when = ImsClock(UTC)[f"{stamp} 12:00:00 PM"]
     assert datetime.fromtimestamp(when, UTC) == datetime(
         year, int(stamp.split("/")[0]), int(stamp.split("/")[1]), 12, tzinfo=UTC
     )
