@@ -49,7 +49,9 @@ Events (KB Q173364): 1012 SMTP Received Inbound → ``QUEUED`` (sender, size, re
 Message-ID) and a ``RECIPIENT`` per recipient; 1014 SMTP Message Rerouted (Exchange's word for
 relaying) and 1010 SMTP Queued Outbound → a ``DELIVERY`` by agent ``smtp`` still queued; 1011
 SMTP Transferred Outbound → ``DELIVERY`` ``smtp`` sent; 1000 Local Delivery → ``DELIVERY``
-``local`` sent.  Other events are understood and ignored (``CLIENT_NOTE``).  The log names no
+``local`` sent; each ``DELIVERY`` is one recipient line, with the Partner Name as ``relay``, and
+the record's own line is a ``CLIENT_NOTE``.  Other events are understood and ignored
+(``CLIENT_NOTE``).  The log names no
 SMTP client: Partner Name is the component the message was handed to (the MTA, the information
 store), Remote ID the gateway's message id.  So a relayed message (1012 → 1014 → 1011) is seen,
 but not who sent it: that is in the IMS protocol log of the same hours.

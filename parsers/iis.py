@@ -6,8 +6,9 @@ A W3C log says what its rows hold in its header (``#Software:``, ``#Version:``, 
 columns, which this parser keeps as its state (:meth:`IisW3cParser.state`).  Rows before any
 header of its own give nothing.  One row is one SMTP command and the reply code IIS gave to it
 (``sc-status``): a ``COMMAND`` that carries its ``code`` (:class:`parsers.events.Session`).
-Values are space separated, spaces inside them written ``+``, empty ones ``-``.  Times are UTC,
-as IIS always writes them in W3C logs (the local-time option names the files only); a layout
+Values are space separated, spaces inside them written ``+``, empty ones ``-``.  Times are read
+as UTC, in which IIS writes W3C extended logs (its local-time option is for naming and rolling
+over the files; ``tz`` is not used); a layout
 with ``time`` but no ``date`` takes the day from ``#Date:`` (and the next one when the clock
 goes back by more than twelve hours), a layout with neither dates every row at ``#Date:``.
 
@@ -30,8 +31,9 @@ What IIS logs and what it does not (``reference/log-formats.md`` §5):
   itself delivering mail to another server (``c-ip`` is that server): ``CLIENT_NOTE`` events with
   ``relay`` = that address and no client.  They carry no message id, so nothing ties them to the
   message they deliver; an accepted relay shows as its ``RCPT`` answered 2xx.  A client cannot
-  pass its own rows off as these: it would have to name itself so in HELO, and IIS still logs
-  the code it gave the client (outbound rows log 0) and a ``+`` before each argument.
+  pass its own rows off as these by naming itself so in HELO: IIS logs the code it gave the
+  client (outbound rows log 0), and in a layout without ``sc-status`` the ``+`` it writes before
+  the argument of a client's ``MAIL`` and ``RCPT`` still tells them apart.
 * the message id is the ``DATA`` row's argument (the Message-ID header of the message, or the
   one IIS made up); the argument of ``MAIL``/``RCPT`` gives the sender/recipient.
 
