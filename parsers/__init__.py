@@ -16,11 +16,13 @@ from parsers.iis import IisW3cParser
 from parsers.opensmtpd import OpenSMTPDParser
 from parsers.postfix import PostfixParser
 from parsers.protocol import Parser
+from parsers.sendmail import SendmailParser
 
 __all__ = ["PARSERS", "Detection", "Parser", "detect_format", "make_parser"]
 
 PARSERS: dict[str, type[Parser]] = {
     "postfix": PostfixParser,
+    "sendmail": SendmailParser,
     "opensmtpd": OpenSMTPDParser,
     "iis-w3c": IisW3cParser,
     "ims": ImsParser,
