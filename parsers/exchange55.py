@@ -552,14 +552,19 @@ class Exchange55TrackingParser:
         queue_id = queue_id.strip()
         self._open({"queue_id": queue_id, "event": number, "time": when,
                     "relay": relay or None, "left": count or None})  # fmt: skip
-        name = EVENTS.get(number, f"event {number}")
+        name = EVENTS.get(number) or f"event {number}"
         if number == RECEIVED:
-            return Event(when, "", TRACKING_PROGRAM, None, Kind.QUEUED, queue_id=queue_id,
-                         sender=_proxy(sender) or None, reason=name,
-                         message_id=message_id.strip("<>") or None,
-                         size=int(size) if size else None, nrcpt=count)  # fmt: skip
-        return Event(when, "", TRACKING_PROGRAM, None, Kind.CLIENT_NOTE, queue_id=queue_id,
-                     reason=name)  # fmt: skip
+            return _NEW(Event, (
+                when, "", TRACKING_PROGRAM, None, Kind.QUEUED, queue_id, None, None, None, None,
+                None, _proxy(sender) or None, None, None, None, None, None, None, name, None,
+                message_id.strip("<>") or None, int(size) if size else None, count, False,
+                False, None, None,
+            ))  # fmt: skip
+        return _NEW(Event, (
+            when, "", TRACKING_PROGRAM, None, Kind.CLIENT_NOTE, queue_id, None, None, None, None,
+            None, None, None, None, None, None, None, None, name, None, None, None, None, False,
+            False, None, None,
+        ))  # fmt: skip
 
     def branch(self, line: str) -> str | None:
         probe = Exchange55TrackingParser()

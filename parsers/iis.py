@@ -440,15 +440,20 @@ def _outbound(
     if user == OUTBOUND_RESPONSE and method == "-":
         reply = _words(query) or ""
         numbered = reply[:3].isdigit()
-        return Event(when, host, program, f"{ip} outbound", Kind.CLIENT_NOTE,
-                     code=int(reply[:3]) if numbered else None,
-                     reason=(reply[4:] if numbered else reply) or None, relay=ip)  # fmt: skip
+        return _NEW(Event, (
+            when, host, program, f"{ip} outbound", Kind.CLIENT_NOTE, None, None, None, None,
+            None, None, None, None, None, None, int(reply[:3]) if numbered else None, None, None,
+            (reply[4:] if numbered else reply) or None, ip, None, None, None, False, False, None,
+            None,
+        ))  # fmt: skip
     if user == OUTBOUND_COMMAND and query[:1] != "+":
         verb = method.upper()
-        return Event(when, host, program, f"{ip} outbound", Kind.CLIENT_NOTE,
-                     sender=_bracketed(sender) if verb == "MAIL" else None,
-                     recipient=_bracketed(recipient) if verb == "RCPT" else None,
-                     stage=verb, relay=ip)  # fmt: skip
+        return _NEW(Event, (
+            when, host, program, f"{ip} outbound", Kind.CLIENT_NOTE, None, None, None, None,
+            None, None, _bracketed(sender) if verb == "MAIL" else None,
+            _bracketed(recipient) if verb == "RCPT" else None, None, verb, None, None, None, None,
+            ip, None, None, None, False, False, None, None,
+        ))  # fmt: skip
     return None
 
 
