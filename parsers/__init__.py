@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 from parsers.events import Kind
 from parsers.exchange55 import Exchange55TrackingParser, ImsParser
+from parsers.exchange_smtp import ExchangeSmtpParser
+from parsers.exchange_tracking import ExchangeTrackingParser
 from parsers.iis import IisW3cParser
 from parsers.opensmtpd import OpenSMTPDParser
 from parsers.postfix import PostfixParser
@@ -27,6 +29,8 @@ PARSERS: dict[str, type[Parser]] = {
     "iis-w3c": IisW3cParser,
     "ims": ImsParser,
     "exchange55-tracking": Exchange55TrackingParser,
+    "exchange-tracking": ExchangeTrackingParser,
+    "exchange-smtp": ExchangeSmtpParser,
 }
 """Every family relaywatch reads, by the name used in ``--format`` and ``format =``."""
 
