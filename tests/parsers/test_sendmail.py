@@ -5,6 +5,7 @@ families' lines are not taken for sendmail's."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -234,6 +235,16 @@ FILLERS = [
 ]  # fmt: skip
 
 
+def _seconds(parse: Callable[[str], object], line: str) -> float:
+    """What parsing ``line`` costs: the best of three tries (a busy machine only adds)."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        parse(line)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 @pytest.mark.parametrize("prefix", list(PREFIXES), ids=lambda p: p or "bare")
 def test_64kib_hostile_lines_parse_in_under_10_ms(prefix: str) -> None:
     p = parser()
@@ -241,9 +252,8 @@ def test_64kib_hostile_lines_parse_in_under_10_ms(prefix: str) -> None:
     for filler in FILLERS:
         for end in ("", ">", "]", f" [{INJECTED}]", f", relay=[{INJECTED}]"):
             line = HEADER + PREFIXES[prefix] + _pad(filler) + end
-            start = time.perf_counter()
+            worst = max(worst, _seconds(p.parse, line))
             event = p.parse(line)
-            worst = max(worst, time.perf_counter() - start)
             if event is not None and CLIENT in PREFIXES[prefix]:
                 assert event.client_ip == "203.0.113.50", (prefix, filler, end)
     assert worst < 0.010, f"slowest hostile line took {worst * 1000:.1f} ms"
