@@ -14,6 +14,7 @@ from parsers.events import Kind
 from parsers.exchange55 import Exchange55TrackingParser, ImsParser
 from parsers.exchange_smtp import ExchangeSmtpParser
 from parsers.exchange_tracking import ExchangeTrackingParser
+from parsers.exim import EximParser
 from parsers.iis import IisW3cParser
 from parsers.opensmtpd import OpenSMTPDParser
 from parsers.postfix import PostfixParser
@@ -24,6 +25,7 @@ __all__ = ["PARSERS", "Detection", "Parser", "detect_format", "make_parser"]
 
 PARSERS: dict[str, type[Parser]] = {
     "postfix": PostfixParser,
+    "exim": EximParser,
     "sendmail": SendmailParser,
     "opensmtpd": OpenSMTPDParser,
     "iis-w3c": IisW3cParser,
