@@ -154,7 +154,8 @@ class HeaderState:
             self.fields = tuple(value.strip().split(",", MAX_COLUMNS))
         elif name == "Date" and (date := _DATE.match(value)) is not None:
             with suppress(ValueError):  # a day or an hour out of range
-                self.last = utc_seconds(date["stamp"]) + float(date["fraction"] or 0)
+                second = SECONDS.get(date["stamp"]) or utc_seconds(date["stamp"])
+                self.last = second + float(date["fraction"] or 0)
         return Event(self.last, "", self.family, None, Kind.HEADER, reason=f"{name}: {value}")
 
     def state(self) -> object:

@@ -203,12 +203,21 @@ class ExchangeTrackingParser:
         self._current: _Layout | None = None  # of the header's columns
 
     def parse(self, line: str) -> Event | None:
-        if line[:1] in "#\ufeff" and line.lstrip(csvlog.BOM)[:1] == "#":
+        layout = self._current
+        if layout is not None and '"' not in line and csvlog.SEP not in line and line[:1] != "#":
+            row = line.removeprefix(csvlog.BOM).split(",")  # the common row: no quote
+            if len(row) != layout.width:
+                return None
+            row.append("")  # what a column the header lacks reads
+            match = _KEYS(csvlog.SEP.join(layout.keys(row)))
+            found = None if match is None else (match.groups(""), layout.texts(row))
+        elif line.lstrip(csvlog.BOM)[:1] == "#":
             event = self._headers.event(line)
             fields = self._headers.fields
             self._current = _layout(fields) if fields and self._headers.ours else None
             return event
-        found = self._read(line)
+        else:
+            found = self._read(line)
         if found is None:
             return None
         try:
@@ -269,9 +278,7 @@ class ExchangeTrackingParser:
         server_ip: str, original: str, size: str, nrcpt: str, client_name: str, relay: str,
         program: str, message_id: str, recipients: str, status: str, sender: str,
     ) -> Event:  # fmt: skip
-        when = (csvlog.SECONDS.get(stamp) or csvlog.utc_seconds(stamp)) + (
-            float(fraction) if fraction else 0.0
-        )
+        when = (_seconds(stamp) or _utc_seconds(stamp)) + (float(fraction) if fraction else 0.0)
         self._headers.last = when
         branch = branch_of(event_id, program, queue_id, recipients)
         if message_id[:1] == "<" and message_id[-1:] == ">":  # as Postfix logs it, unbracketed
@@ -297,9 +304,8 @@ class ExchangeTrackingParser:
                 _AGENTS.get(event_id) or _SOURCE_AGENTS.get(program, program.lower() or None),
             ))  # fmt: skip
         kind, ip, name = Kind.PICKUP, None, None
-        if (
-            branch == "queued"
-        ):  # a FrontEnd proxy writes itself as client-ip, the client as original
+        if branch == "queued":
+            # a FrontEnd proxy writes itself as client-ip, and the client as original-client-ip
             kind, ip = Kind.QUEUED, original or client_ip or None
             name = client_name or None if not original or original == client_ip else None
         return _new(Event, (
@@ -311,3 +317,5 @@ class ExchangeTrackingParser:
 
 
 _new = tuple.__new__
+_seconds = csvlog.SECONDS.get
+_utc_seconds = csvlog.utc_seconds
