@@ -10,7 +10,8 @@ Events: ``program`` is the connector, ``host`` the server named before its backs
 the session id (sessions interleave in a file); ``client_ip`` is always the remote endpoint
 (``ip:port`` or ``[ipv6]:port``), a column Exchange itself writes, never text of the client.
 Commands are ``COMMAND`` events whose ``stage`` is the verb upper-cased (``EHLO`` with
-``helo``, ``MAIL`` with ``sender``, ``RCPT`` with ``recipient``, ``AUTH`` with ``sasl_method``);
+``helo``, ``MAIL`` with ``sender``, ``RCPT`` with ``recipient``, ``AUTH`` with ``sasl_method``;
+Exchange's ``X-EXPS`` between its servers is an ``AUTH``, ``X-ANONYMOUSTLS`` a ``STARTTLS``);
 replies are ``REPLY`` events the correlator pairs with the commands in order, except that a
 reply whose text says which command it answers (``250 2.1.0 Sender OK`` answers ``MAIL``, a
 relay refusal ``RCPT``, ``354`` ``DATA``, ``235``/``535`` ``AUTH``, ``221`` ``QUIT``, the
@@ -69,13 +70,18 @@ _CODE_VERBS: Final = {"354": "DATA", "235": "AUTH", "535": "AUTH", "221": "QUIT"
 _REFUSAL = re.compile(rf"[45]\d\d(?: [45]\.\d{{1,3}}\.\d{{1,3}})? ++{RELAY_REFUSAL}")
 
 
+_VERB_ALIASES: Final = {"X-EXPS": "AUTH", "X-ANONYMOUSTLS": "STARTTLS"}
+"""Exchange's own verbs between its servers, answered as AUTH and STARTTLS are."""
+
+
 def stage(raw: str | None) -> str | None:
     """A command's verb upper-cased; for a reply (it starts with its code), the verb of the
     command its words say it answers, or ``None`` when they do not say."""
     if not raw:
         return None
     if not raw[0].isdigit():
-        return raw.upper()
+        verb = raw.upper()
+        return _VERB_ALIASES.get(verb, verb)
     for text, verb in _REPLY_VERBS:
         if raw.startswith(text):
             return verb
@@ -111,7 +117,7 @@ after (``EX01\\Default Frontend EX01``)."""
 HELO = _re(r"(?P<stage>(?i:EHLO|HELO))(?: ++(?P<helo>[^\x00]++))?+ *+\x00", "HELO") + CONTEXT
 MAIL = _re(r"(?P<stage>(?i:MAIL)) (?i:FROM): *" + ADDRESS.format(name="sender"), "MAIL FROM") + REST
 RCPT = _re(r"(?P<stage>(?i:RCPT)) (?i:TO): *" + ADDRESS.format(name="recipient"), "RCPT TO") + REST
-AUTH = _re(r"(?P<stage>(?i:AUTH))(?=[ \x00]) *+(?P<sasl_method>[^ \x00]++)?+", "AUTH") + REST
+AUTH = _re(r"(?P<stage>(?i:AUTH|X-EXPS))(?=[ \x00]) *+(?P<sasl_method>[^ \x00]++)?+", "AUTH") + REST
 COMMAND = _re(r"(?P<stage>[A-Za-z][^ \x00]*+)?+", "command") + REST
 """Any other command: its verb (none for a line that does not start with a letter)."""
 

@@ -28,13 +28,19 @@ The family logs no end of a message: it is over once each recipient ``RECEIVE`` 
   the recipients, ``;`` between) gives ``reason`` and ``enhanced`` when it is the same for
   all of them.
 * Any other event (``DSN``, ``EXPAND``, ``REDIRECT``, ``RESOLVE``, ``TRANSFER``, ``SUBMIT``,
-  ``HA…``, ``AGENTINFO``, ``DROP``, ``BADMAIL``, ``NOTIFYMAPI``, …) → a note.
+  ``HA…``, ``AGENTINFO``, ``DROP``, ``BADMAIL``, ``NOTIFYMAPI``, …), and one that names no
+  message (no internal id) or no recipient → a note, its ``reason`` the event id.
+
+Every event's ``program`` is its ``source`` (the transport component: ``SMTP``,
+``STOREDRIVER``, ``ROUTING``, …); ``host`` is empty (a log is one server's) and ``pid`` none.
 
 What the tracking log cannot say: who authenticated (``directionality`` ``Originating`` says
 that a user of the organisation sent it, not who; relaywatch invents no user, so an
 authenticated user's submission from an outside address looks like an accepted relay: read the
 SMTP receive protocol log for AUTH), and recipients refused during the SMTP conversation
-(no message exists yet: only the protocol log shows relay refusals).
+(no message exists yet: only the protocol log shows relay refusals).  A message to a
+distribution group ends when as many outcomes as ``recipient-count`` are logged: deliveries to
+the group's members after that make a transaction of their own, without a client.
 """
 
 from __future__ import annotations

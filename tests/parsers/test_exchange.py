@@ -304,6 +304,26 @@ def test_a_failed_login_does_not_make_the_session_authenticated() -> None:
     assert txn.sasl_user == NOT_LOGGED
 
 
+def test_exchange_servers_own_tls_and_login_are_answered_as_starttls_and_auth() -> None:
+    lines = [
+        *SMTP_HEADER,
+        smtp_row(1, "<", "X-ANONYMOUSTLS"),
+        smtp_row(2, ">", "220 2.0.0 SMTP server ready"),
+        smtp_row(3, "<", "EHLO hub02.example.test"),
+        smtp_row(4, ">", "250  ex01.example.test Hello [203.0.113.50] SIZE X-EXPS GSSAPI"),
+        smtp_row(5, "<", "X-EXPS GSSAPI"),
+        smtp_row(6, ">", "235 <authentication response>"),
+        smtp_row(7, "<", "MAIL FROM:<a@example.test>"),
+        smtp_row(8, ">", "250 2.1.0 Sender OK"),
+        smtp_row(9, "<", "RCPT TO:<b@outside.example>"),
+        smtp_row(10, ">", "250 2.1.5 Recipient OK"),
+    ]
+    [txn] = _correlate(ExchangeSmtpParser(), lines)
+    assert (txn.helo, txn.sasl_user) == ("hub02.example.test", NOT_LOGGED)
+    assert [(r.address, r.outcome) for r in txn.recipients] == [
+        ("b@outside.example", Outcome.QUEUED)]  # fmt: skip
+
+
 def test_a_tracked_message_ends_when_its_last_recipient_has_an_outcome() -> None:
     send = {
         **RECEIVE,
