@@ -257,7 +257,11 @@ class ExchangeSmtpParser:
 
     def _layout_changed(self) -> None:
         fields = self._headers.fields
-        if not self._headers.ours or (self._headers.seen and fields is None):
+        if (
+            not self._headers.ours
+            or (self._headers.seen and fields is None)
+            or (fields is not None and not set(fields) >= _NEEDED)
+        ):  # not a receive log's rows, or not yet
             self._direct, self._picks = False, None
         elif fields is None or fields == FIELDS:
             self._direct, self._picks = True, tuple(range(len(FIELDS)))
@@ -275,3 +279,4 @@ class ExchangeSmtpParser:
 
 _MATCH = LINE.regex.match
 _BUILDERS = LINE.builders
+_NEEDED = frozenset(FIELDS) - {"sequence-number", "local-endpoint"}

@@ -229,6 +229,12 @@ def test_a_header_that_names_other_columns_makes_the_rows_after_it_unreadable() 
     assert parser.parse(tracking_row(**RECEIVE)) is not None
     _read(parser, ["#Fields: date time c-ip cs-username s-sitename"])
     assert parser.parse(tracking_row(**RECEIVE)) is None
+    smtp = ExchangeSmtpParser()
+    _read(smtp, SMTP_HEADER)
+    assert smtp.parse(smtp_row(1, "+")) is not None
+    _read(smtp, ["#Fields: " + ",".join(name for name in FIELDS if name != "remote-endpoint")])
+    assert smtp.parse(smtp_row(1, "+")) is None
+    assert smtp.parse(smtp_row(1, "+").replace(",203.0.113.50:41000", "")) is None
 
 
 # -- what the correlator makes of them ---------------------------------------------------------
