@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from detector.transactions import Outcome, Recipient, Transaction
-from parsers.events import EVENT_FIELDS, Event, Kind
+from parsers.events import EVENT_FIELDS, NOT_LOGGED, Event, Kind
 from parsers.protocol import ENDS_AT_LAST_RECIPIENT, ENDS_AT_REMOVED
 
 SESSION_TIMEOUT = 600.0
@@ -32,9 +32,6 @@ _EXPIRE_EVERY = 60.0  # seconds of log time between sweeps for stale state
 PENDING_COMMANDS = 100
 """Unanswered commands kept per session (pipelining sends a few; a log that lost replies
 must not grow without bound)."""
-NOT_LOGGED = "(not logged)"
-"""The SASL user of a client whose log says it authenticated but not as whom (IIS, Exchange
-protocol logs without the ``User Name`` line)."""
 _FINAL = frozenset({Outcome.DELIVERED, Outcome.BOUNCED, Outcome.EXPIRED})
 
 _DELIVERY_OUTCOMES = {

@@ -35,6 +35,11 @@ class Kind:
     HEADER: Final = "header"  # a line that describes the log itself (W3C/CSV ``#Fields:`` …)
 
 
+NOT_LOGGED: Final = "(not logged)"
+"""The SASL user of a client whose log says it authenticated, or that a user of the
+organisation sent it (Exchange tracking's ``Originating``), but not as whom."""
+
+
 class Session:
     """How each family keys its events (the correlator's contract; DESIGN.md §2).
 

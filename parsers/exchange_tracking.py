@@ -34,11 +34,12 @@ The family logs no end of a message: it is over once each recipient ``RECEIVE`` 
 Every event's ``program`` is its ``source`` (the transport component: ``SMTP``,
 ``STOREDRIVER``, ``ROUTING``, …); ``host`` is empty (a log is one server's) and ``pid`` none.
 
-What the tracking log cannot say: who authenticated (``directionality`` ``Originating`` says
-that a user of the organisation sent it, not who; relaywatch invents no user, so an
-authenticated user's submission from an outside address looks like an accepted relay: read the
-SMTP receive protocol log for AUTH), and recipients refused during the SMTP conversation
-(no message exists yet: only the protocol log shows relay refusals).  A message to a
+What the tracking log cannot say: who authenticated.  ``directionality`` ``Originating`` on a
+``RECEIVE`` from ``SMTP`` says that a user of the organisation sent it (an authenticated
+submission, or a connector the administrator made authoritative), not who: its ``sasl_user``
+is ``(not logged)``, so a user's submission from home is not taken for an accepted relay.  An
+anonymous relay, the open-relay case, is ``Incoming``.  Nor recipients refused during the SMTP
+conversation (no message exists yet: only the protocol log shows relay refusals).  A message to a
 distribution group ends when as many outcomes as ``recipient-count`` are logged: deliveries to
 the group's members after that make a transaction of their own, without a client.
 """
@@ -56,7 +57,7 @@ from typing import Final, NamedTuple
 import pyparsing as pp
 
 from parsers import csvlog
-from parsers.events import Event, Kind
+from parsers.events import NOT_LOGGED, Event, Kind
 from parsers.grammar import to_regex
 from parsers.protocol import ENDS_AT_LAST_RECIPIENT
 
@@ -108,10 +109,10 @@ KEYS: Final = (
 """The columns Exchange writes itself, which :data:`KEY_RECORD` reads (joined with NUL)."""
 TEXTS: Final = (
     "client-hostname", "server-hostname", "source", "message-id", "recipient-address",
-    "recipient-status", "return-path",
+    "recipient-status", "return-path", "directionality",
 )  # fmt: skip
 """The columns taken as they are: names, ids and addresses, partly the client's text."""
-REQUIRED: Final = frozenset(KEYS + TEXTS) - {"original-client-ip"}  # 2007 has no proxies
+REQUIRED: Final = frozenset(KEYS + TEXTS) - {"original-client-ip", "directionality"}  # 2007
 """A layout without these columns is not a tracking log's."""
 
 KEY_RECORD: Final = (
@@ -283,6 +284,7 @@ class ExchangeTrackingParser:
         self, stamp: str, fraction: str, event_id: str, queue_id: str, client_ip: str,
         server_ip: str, original: str, size: str, nrcpt: str, client_name: str, relay: str,
         program: str, message_id: str, recipients: str, status: str, sender: str,
+        direction: str,
     ) -> Event:  # fmt: skip
         when = (_seconds(stamp) or _utc_seconds(stamp)) + (float(fraction) if fraction else 0.0)
         self._headers.last = when
@@ -309,13 +311,14 @@ class ExchangeTrackingParser:
                 message_id or None, None, None, False, False, addresses,
                 _AGENTS.get(event_id) or _SOURCE_AGENTS.get(program, program.lower() or None),
             ))  # fmt: skip
-        kind, ip, name = Kind.PICKUP, None, None
+        kind, ip, name, user = Kind.PICKUP, None, None, None
         if branch == "queued":
             # a FrontEnd proxy writes itself as client-ip, and the client as original-client-ip
             kind, ip = Kind.QUEUED, original or client_ip or None
             name = client_name or None if not original or original == client_ip else None
+            user = NOT_LOGGED if direction == "Originating" else None
         return _new(Event, (
-            when, "", program, None, kind, queue_id, ip, name, None, None, None,
+            when, "", program, None, kind, queue_id, ip, name, None, None, user,
             "" if sender == "<>" else sender or None, None, None, None, None, None, None, None,
             None, message_id or None, int(size) if size else None, int(nrcpt) if nrcpt else None,
             False, False, addresses, None,

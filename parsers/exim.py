@@ -55,7 +55,7 @@ from typing import Final
 import pyparsing as pp
 
 from parsers import syslog
-from parsers.events import Event, Kind
+from parsers.events import NOT_LOGGED, Event, Kind
 from parsers.grammar import IP, Derived, LineGrammar, LineTime, Message, compile_lines
 from parsers.protocol import ENDS_AT_REMOVED
 
@@ -70,10 +70,6 @@ RELAY_REFUSALS: Final = (
 )
 """What a rejected RCPT's text ends with when the server refused it as a relay (compared
 without regard to case).  The text is the ACL's own ``message``; sites write their own."""
-
-AUTHENTICATED_UNNAMED: Final = "(not logged)"
-"""The user of a message received with ``A=<authenticator>`` but no id (the authenticator has
-no ``server_set_id``): the client did authenticate (the correlator's ``NOT_LOGGED``)."""
 
 
 def _re(pattern: str, name: str) -> pp.ParserElement:
@@ -424,7 +420,7 @@ def _authenticated(method: str | None, user: str | None, _size: str | None) -> s
     """The user of an arrival (the only message with a size and an authenticator)."""
     if user:
         return user
-    return AUTHENTICATED_UNNAMED if method is not None else None
+    return NOT_LOGGED if method is not None else None  # no server_set_id: it did authenticate
 
 
 def _recipients(listed: str | None) -> tuple[str, ...] | None:

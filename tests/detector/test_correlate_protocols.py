@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from detector.correlate import NOT_LOGGED, Correlator
+from detector.correlate import Correlator
 from detector.transactions import Outcome, Transaction
-from parsers.events import Event, Kind
+from parsers.events import NOT_LOGGED, Event, Kind
 from parsers.protocol import ENDS_AT_LAST_RECIPIENT
 
 T0 = 1_796_000_000.0
