@@ -36,17 +36,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import time
-from collections.abc import Callable
-from datetime import tzinfo
 from typing import Final
 
 import pyparsing as pp
 
 from parsers import syslog
-from parsers.events import Event, Kind
+from parsers.events import Kind
 from parsers.grammar import IP, Message, compile_lines
-from parsers.protocol import ENDS_AT_LAST_RECIPIENT, Stateless
+from parsers.protocol import ENDS_AT_LAST_RECIPIENT
 
 FAMILY: Final = "sendmail"
 
@@ -476,34 +473,11 @@ LINE: Final = compile_lines(
 )
 
 
-class SendmailParser(Stateless):
-    """Turns sendmail log lines into :class:`~parsers.events.Event` objects.
-
-    ``now`` is the clock used to give classic syslog timestamps their year; ``tz`` is the zone
-    those timestamps were written in (local time when ``None``).  :meth:`parse` never raises:
-    a line it does not understand gives ``None``.
-    """
+class SendmailParser(syslog.SyslogLineParser):
+    """Turns sendmail log lines into :class:`~parsers.events.Event` objects (see
+    :class:`parsers.syslog.SyslogLineParser`)."""
 
     family = FAMILY
     message_end = ENDS_AT_LAST_RECIPIENT
     branches = tuple(message.name for message in MESSAGES)
-
-    def __init__(self, now: Callable[[], float] = time.time, tz: tzinfo | None = None) -> None:
-        self._clock = syslog.SyslogClock(now, tz).classic
-
-    def parse(self, line: str) -> Event | None:
-        m = _MATCH(line)
-        if m is None:
-            return None
-        try:
-            return _BUILDERS[m.lastindex](m, self._clock)  # type: ignore[index,misc]
-        except ValueError:  # a day or hour out of range: not a real timestamp
-            return None
-
-    def branch(self, line: str) -> str | None:
-        m = _MATCH(line)
-        return None if m is None else m.lastgroup
-
-
-_MATCH = LINE.regex.match
-_BUILDERS = LINE.builders
+    LINE = LINE

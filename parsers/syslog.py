@@ -8,7 +8,9 @@ from datetime import datetime, tzinfo
 
 import pyparsing as pp
 
-from parsers.grammar import LineTime
+from parsers.events import Event
+from parsers.grammar import LineGrammar, LineTime
+from parsers.protocol import Stateless
 
 HEADER_START = (
     pp.Regex(
@@ -104,3 +106,34 @@ class SyslogClock:
             except ValueError:
                 continue
         raise ValueError(f"no year has {month}-{day}")
+
+
+class SyslogLineParser(Stateless):
+    """A family whose lines are syslog lines read whole by one compiled grammar, ``LINE``
+    (Postfix, Sendmail): one regular expression match a line, then the event builder of the
+    message that matched.
+
+    ``now`` is the clock used to give classic syslog timestamps their year; ``tz`` is the zone
+    those timestamps were written in (local time when ``None``).  :meth:`parse` never raises:
+    a line it does not understand gives ``None``.
+    """
+
+    LINE: LineGrammar
+
+    def __init__(self, now: Callable[[], float] = time.time, tz: tzinfo | None = None) -> None:
+        self._clock = SyslogClock(now, tz).classic
+        self._match = self.LINE.regex.match
+        self._builders = self.LINE.builders
+
+    def parse(self, line: str) -> Event | None:
+        m = self._match(line)
+        if m is None:
+            return None
+        try:
+            return self._builders[m.lastindex](m, self._clock)  # type: ignore[index,misc]
+        except ValueError:  # a day or hour out of range: not a real timestamp
+            return None
+
+    def branch(self, line: str) -> str | None:
+        m = self._match(line)
+        return None if m is None else m.lastgroup
