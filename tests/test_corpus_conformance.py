@@ -3,28 +3,16 @@ corpus is absent, failing when RELAYWATCH_REQUIRE_CORPUS=1, as in CI)."""
 
 from __future__ import annotations
 
-import json
 import re
 
 from parsers.postfix import PostfixParser
 from tests.conftest import corpus_path
-
-
-def _fail2ban_cases() -> list[tuple[dict[str, object], str]]:
-    cases = []
-    expected: dict[str, object] | None = None
-    for raw in corpus_path("postfix", "fail2ban", "postfix").read_text().splitlines():
-        if raw.startswith("# failJSON:"):
-            expected = json.loads(raw.removeprefix("# failJSON:"))
-        elif raw.strip() and not raw.startswith("#"):
-            cases.append((expected or {}, raw))
-            expected = None
-    return cases
+from tests.corpus import fail2ban_cases
 
 
 def test_every_fail2ban_relay_reject_yields_its_client_as_a_refused_relay() -> None:
     parser = PostfixParser()
-    relay_lines = [(e, line) for e, line in _fail2ban_cases()
+    relay_lines = [(e, line) for e, line in fail2ban_cases("postfix", "postfix")
                    if e.get("match") and "Relay access denied" in line]  # fmt: skip
     assert relay_lines
     for expected, line in relay_lines:
@@ -36,7 +24,7 @@ def test_every_fail2ban_relay_reject_yields_its_client_as_a_refused_relay() -> N
 
 def test_fail2ban_lines_yield_events_and_their_clients() -> None:
     parser = PostfixParser()
-    cases = _fail2ban_cases()
+    cases = fail2ban_cases("postfix", "postfix")
     parsed = 0
     for expected, line in cases:
         event = parser.parse(line)

@@ -3,13 +3,13 @@ corpus is absent, failing when RELAYWATCH_REQUIRE_CORPUS=1, as in CI)."""
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, datetime
 
 from parsers import detect_format
 from parsers.exim import RELAY_REFUSALS, EximParser
 from tests.conftest import corpus_path
+from tests.corpus import fail2ban_cases
 
 F2B_FILES = ("exim", "exim-spam")
 
@@ -24,18 +24,6 @@ NOT_READ = {
 """fail2ban lines naming a client that the Exim parser does not read, and why."""
 
 
-def _fail2ban_cases(name: str) -> list[tuple[dict[str, object], str]]:
-    cases = []
-    expected: dict[str, object] | None = None
-    for raw in corpus_path("exim", "fail2ban", name).read_text().splitlines():
-        if raw.startswith("# failJSON:"):
-            expected = json.loads(raw.removeprefix("# failJSON:"))
-        elif raw.strip() and not raw.startswith("#"):
-            cases.append((expected or {}, raw))
-            expected = None
-    return cases
-
-
 def _is_relay_line(line: str) -> bool:
     return any(text in line.lower() for text in RELAY_REFUSALS)
 
@@ -45,7 +33,7 @@ def test_every_fail2ban_relay_line_yields_its_client_as_a_refused_relay() -> Non
     relay_lines = [
         (expected, line)
         for name in F2B_FILES
-        for expected, line in _fail2ban_cases(name)
+        for expected, line in fail2ban_cases("exim", name)
         if expected.get("match") and _is_relay_line(line)
     ]
     assert len(relay_lines) == 2  # the 2013 (bare addresses) and 2024 (many fields) forms
@@ -61,7 +49,7 @@ def test_fail2ban_lines_yield_their_client_at_their_time_or_are_not_read_for_a_r
     parser = EximParser(tz=UTC)
     read = not_read = 0
     for name in F2B_FILES:
-        for expected, line in _fail2ban_cases(name):
+        for expected, line in fail2ban_cases("exim", name):
             if not (expected.get("match") and expected.get("host")):
                 continue
             event = parser.parse(line)

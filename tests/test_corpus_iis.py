@@ -19,13 +19,13 @@ import pytest
 from sqlalchemy import Engine, select
 
 from detector.config import load_settings
-from detector.correlate import NOT_LOGGED, Correlator
+from detector.correlate import Correlator
 from detector.ingest import Pipeline
 from detector.store.models import RecipientRow, TransactionRow
 from detector.store.session import open_database
 from detector.transactions import Outcome, Transaction
 from parsers import detect_format
-from parsers.events import Kind
+from parsers.events import NOT_LOGGED, Kind
 from parsers.exchange55 import ImsParser
 from parsers.iis import IisW3cParser
 from tests.conftest import corpus_path

@@ -5,7 +5,6 @@ annotated sendmail-reject and sendmail-auth lines, and the generated 8.17.1.9 lo
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from datetime import UTC, datetime
 
@@ -13,6 +12,7 @@ import pytest
 
 from parsers.sendmail import SendmailParser
 from tests.conftest import corpus_path
+from tests.corpus import fail2ban_cases
 
 RELAYING_DENIED = re.compile(r"Relaying (?:temporarily )?denied")
 CHATTER = re.compile(
@@ -22,25 +22,13 @@ CHATTER = re.compile(
 """What sendmail says at start-up: nothing about a client or a message."""
 
 
-def _fail2ban_cases(name: str) -> list[tuple[dict[str, object], str]]:
-    cases = []
-    expected: dict[str, object] | None = None
-    for raw in corpus_path("sendmail", "fail2ban", name).read_text().splitlines():
-        if raw.startswith("# failJSON:"):
-            expected = json.loads(raw.removeprefix("# failJSON:"))
-        elif raw.strip() and not raw.startswith("#"):
-            cases.append((expected or {}, raw))
-            expected = None
-    return cases
-
-
 def _same_address(a: object, b: object) -> bool:
     return ipaddress.ip_address(str(a)) == ipaddress.ip_address(str(b))
 
 
 def test_every_fail2ban_relaying_denied_line_yields_its_client_as_a_refused_relay() -> None:
     parser = SendmailParser()
-    relay_lines = [(e, line) for e, line in _fail2ban_cases("sendmail-reject")
+    relay_lines = [(e, line) for e, line in fail2ban_cases("sendmail", "sendmail-reject")
                    if e.get("match") and RELAYING_DENIED.search(line)]  # fmt: skip
     assert len(relay_lines) == 5  # four "Relaying denied", one "Relaying temporarily denied"
     for expected, line in relay_lines:
@@ -53,7 +41,11 @@ def test_every_fail2ban_relaying_denied_line_yields_its_client_as_a_refused_rela
 @pytest.mark.parametrize("name", ["sendmail-reject", "sendmail-auth"])
 def test_every_fail2ban_line_naming_a_client_yields_that_client_at_its_time(name: str) -> None:
     parser = SendmailParser(tz=UTC)
-    cases = [(e, line) for e, line in _fail2ban_cases(name) if e.get("match") and e.get("host")]
+    cases = [
+        (e, line)
+        for e, line in fail2ban_cases("sendmail", name)
+        if e.get("match") and e.get("host")
+    ]
     assert cases
     for expected, line in cases:
         event = parser.parse(line)
@@ -65,7 +57,7 @@ def test_every_fail2ban_line_naming_a_client_yields_that_client_at_its_time(name
 
 def test_only_sendmails_words_make_a_fail2ban_reject_a_refused_relay() -> None:
     parser = SendmailParser()
-    for _expected, line in _fail2ban_cases("sendmail-reject"):
+    for _expected, line in fail2ban_cases("sendmail", "sendmail-reject"):
         event = parser.parse(line)
         if event is not None:
             assert event.relay_refused == bool(RELAYING_DENIED.search(line)), line

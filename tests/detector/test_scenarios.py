@@ -7,48 +7,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
-from detector.config import load_settings
-from detector.ingest import Pipeline
-from detector.store.models import RecipientRow, TransactionRow
-from detector.store.session import open_database
 from tests.conftest import corpus_path
+from tests.corpus import ingest_log, stored_transactions
 
-POSTFIX_CONFIG = """
-[network]
-internal_networks = ["127.0.0.1/32"]
-local_domains = ["example.test"]
-[database]
-url = "sqlite:///{db}"
-"""
+POSTFIX_NETWORK = 'internal_networks = ["127.0.0.1/32"]\nlocal_domains = ["example.test"]'
 
 
 @pytest.fixture(params=["mail.log.rfc3339", "mail.log.traditional"])
 def stored(request: pytest.FixtureRequest, tmp_path: Path) -> Engine:
     log = corpus_path("postfix", "generated-local-postfix-3.7.11", request.param)
-    config = tmp_path / "relaywatch.toml"
-    config.write_text(POSTFIX_CONFIG.format(db=tmp_path / "rw.db"))
-    settings = load_settings(config, environ={})
-    engine = open_database(settings.database.url)
-    Pipeline(settings, engine).ingest_file(log, host="vm", log_format="postfix")
-    return engine
-
-
-def _transactions(engine: Engine) -> list[dict[str, Any]]:
-    with engine.connect() as connection:
-        txns = connection.execute(select(TransactionRow.__table__)).mappings().all()
-        rcpts = connection.execute(select(RecipientRow.__table__)).mappings().all()
-    out = []
-    for t in txns:
-        out.append(
-            {**t, "rcpts": {r["address"]: r for r in rcpts if r["transaction_id"] == t["id"]}}
-        )
-    return out
+    return ingest_log(tmp_path, log, POSTFIX_NETWORK, "postfix")[0]
 
 
 def _by_queue_id(engine: Engine, queue_id: str) -> dict[str, Any]:
-    [txn] = [t for t in _transactions(engine) if t["queue_id"] == queue_id]
+    [txn] = [t for t in stored_transactions(engine) if t["queue_id"] == queue_id]
     return txn
 
 
@@ -63,7 +37,7 @@ def test_s1_relay_from_the_trusted_network_is_not_a_relay_attempt(stored: Engine
 def test_refused_relays_are_s2_s3_s6_s7b_s14_and_the_repeats(stored: Engine) -> None:
     refused = sorted(
         (t["client_ip"], address)
-        for t in _transactions(stored)
+        for t in stored_transactions(stored)
         for address, r in t["rcpts"].items()
         if r["relay_attempt"] == "refused"
     )
@@ -76,7 +50,7 @@ def test_refused_relays_are_s2_s3_s6_s7b_s14_and_the_repeats(stored: Engine) -> 
         ("127.0.0.5", "spameri@tiscali.example"),  # S18 repeat
         ("127.0.0.5", "spameri@tiscali.example"),  # S18 repeat
     ])  # fmt: skip
-    for t in _transactions(stored):
+    for t in stored_transactions(stored):
         for r in t["rcpts"].values():
             if r["relay_attempt"] == "refused":
                 assert r["direction"] == "ext→ext" and r["outcome"] == "rejected"
@@ -106,7 +80,7 @@ def test_s4_and_s5_are_authenticated_relays_s5_with_a_forged_outside_sender(
 
 
 def test_s11_unknown_local_user_is_not_a_relay_attempt(stored: Engine) -> None:
-    [s11] = [t for t in _transactions(stored) if "nosuchuser@example.test" in t["rcpts"]]
+    [s11] = [t for t in stored_transactions(stored) if "nosuchuser@example.test" in t["rcpts"]]
     rcpt = s11["rcpts"]["nosuchuser@example.test"]
     assert (rcpt["direction"], rcpt["outcome"], rcpt["relay_attempt"]) == (
         "ext→int", "rejected", None)  # fmt: skip
@@ -121,7 +95,7 @@ def test_s13_deferred_then_sent_is_one_transaction_delivered(stored: Engine) -> 
 
 
 def test_no_accepted_relay_and_only_the_three_probing_clients_offend(stored: Engine) -> None:
-    txns = _transactions(stored)
+    txns = stored_transactions(stored)
     assert sum(t["accepted_relays"] for t in txns) == 0
     offenders = {t["client_ip"] for t in txns if t["refused_relays"]}
     assert offenders == {"127.0.0.5", "::1", "127.0.0.7"}

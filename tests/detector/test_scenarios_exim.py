@@ -11,21 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
-from detector.config import load_settings
-from detector.ingest import Pipeline
-from detector.store.models import RecipientRow, TransactionRow
-from detector.store.session import open_database
 from tests.conftest import corpus_path
+from tests.corpus import ingest_log, stored_transactions
 
-EXIM_CONFIG = """
-[network]
-internal_networks = ["127.0.0.1/32"]
-local_domains = ["example.test", "mx.example.test"]
-[database]
-url = "sqlite:///{db}"
-"""
+EXIM_NETWORK = (
+    'internal_networks = ["127.0.0.1/32"]\nlocal_domains = ["example.test", "mx.example.test"]'
+)
 
 
 def _as_syslog(mainlog: Path, to: Path) -> Path:
@@ -39,26 +32,11 @@ def stored(request: pytest.FixtureRequest, tmp_path: Path) -> Engine:
     log = corpus_path("exim", "generated-local-exim-4.96", "mainlog")
     if request.param == "syslog":
         log = _as_syslog(log, tmp_path / "mail.log")
-    config = tmp_path / "relaywatch.toml"
-    config.write_text(EXIM_CONFIG.format(db=tmp_path / "rw.db"))
-    settings = load_settings(config, environ={})
-    engine = open_database(settings.database.url)
-    Pipeline(settings, engine).ingest_file(log, host="vm", log_format="exim")
-    return engine
-
-
-def _transactions(engine: Engine) -> list[dict[str, Any]]:
-    with engine.connect() as connection:
-        txns = connection.execute(select(TransactionRow.__table__)).mappings().all()
-        rcpts = connection.execute(select(RecipientRow.__table__)).mappings().all()
-    return [
-        {**t, "rcpts": {r["address"]: r for r in rcpts if r["transaction_id"] == t["id"]}}
-        for t in txns
-    ]
+    return ingest_log(tmp_path, log, EXIM_NETWORK, "exim")[0]
 
 
 def _by_queue_id(engine: Engine, queue_id: str) -> dict[str, Any]:
-    [txn] = [t for t in _transactions(engine) if t["queue_id"] == queue_id]
+    [txn] = [t for t in stored_transactions(engine) if t["queue_id"] == queue_id]
     return txn
 
 
@@ -78,7 +56,7 @@ def test_e1_relay_for_a_relay_from_hosts_client_is_not_a_relay_attempt(stored: E
 def test_refused_relays_are_e2_e3_and_e6_each_a_transaction_of_its_own(stored: Engine) -> None:
     refused = sorted(
         (t["client_ip"], t["helo"], address, t["queue_id"], len(t["rcpts"]))
-        for t in _transactions(stored)
+        for t in stored_transactions(stored)
         for address, r in t["rcpts"].items()
         if r["relay_attempt"] == "refused"
     )
@@ -87,7 +65,7 @@ def test_refused_relays_are_e2_e3_and_e6_each_a_transaction_of_its_own(stored: E
         ("127.0.0.5", "relayspam.example.net", "victim@external-b.example.org", None, 1),  # E3
         ("::1", "[::1]", "victim@external-b.example.org", None, 1),  # E6, over IPv6
     ])  # fmt: skip
-    for t in _transactions(stored):
+    for t in stored_transactions(stored):
         for r in t["rcpts"].values():
             if r["relay_attempt"] == "refused":
                 assert (r["direction"], r["outcome"]) == ("ext→ext", "rejected")
@@ -118,7 +96,7 @@ def test_e4_and_e5_are_authenticated_relays_e5_with_a_forged_outside_sender(
 
 
 def test_e7_a_failed_login_without_mail_is_no_transaction(stored: Engine) -> None:
-    assert [t for t in _transactions(stored) if t["client_ip"] == "127.0.0.7"] == []
+    assert [t for t in stored_transactions(stored) if t["client_ip"] == "127.0.0.7"] == []
 
 
 def test_e8_and_e9_inbound_mail_is_ext_to_int_e9_with_the_null_sender(stored: Engine) -> None:
@@ -130,7 +108,7 @@ def test_e8_and_e9_inbound_mail_is_ext_to_int_e9_with_the_null_sender(stored: En
 
 
 def test_e10_an_unrouteable_local_address_is_not_a_relay_attempt(stored: Engine) -> None:
-    [e10] = [t for t in _transactions(stored) if "nosuchuser@example.test" in t["rcpts"]]
+    [e10] = [t for t in stored_transactions(stored) if "nosuchuser@example.test" in t["rcpts"]]
     assert _rcpt(e10, "nosuchuser@example.test") == ("ext→int", "rejected", None)
     assert e10["rcpts"]["nosuchuser@example.test"]["reason"].endswith("Unrouteable address")
 
@@ -155,7 +133,7 @@ def test_e12_a_remote_550_bounces_and_exims_own_bounce_is_a_local_submission(
 
 
 def test_no_accepted_relay_and_only_the_two_probing_clients_offend(stored: Engine) -> None:
-    txns = _transactions(stored)
+    txns = stored_transactions(stored)
     assert sum(t["accepted_relays"] for t in txns) == 0
     assert {t["client_ip"] for t in txns if t["refused_relays"]} == {"127.0.0.5", "::1"}
     # every message the log shows Completed is one transaction, with its queue id

@@ -14,48 +14,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
-from detector.config import load_settings
-from detector.ingest import Pipeline, resolve_format
-from detector.store.models import RecipientRow, TransactionRow
-from detector.store.session import open_database
+from detector.ingest import resolve_format
 from tests.conftest import corpus_path
+from tests.corpus import ingest_log, stored_transactions
 
 RUN = "generated-local-opensmtpd-6.8.0p2"
 LOGS = ["mail.log.rfc3339", "mail.log.traditional"]
-OPENSMTPD_CONFIG = """
-[network]
-internal_networks = ["127.0.0.1/32"]
-local_domains = ["example.test"]
-[database]
-url = "sqlite:///{db}"
-"""
+OPENSMTPD_NETWORK = 'internal_networks = ["127.0.0.1/32"]\nlocal_domains = ["example.test"]'
 
 
 @pytest.fixture(params=LOGS)
 def stored(request: pytest.FixtureRequest, tmp_path: Path) -> Engine:
     log = corpus_path("opensmtpd", RUN, request.param)
-    config = tmp_path / "relaywatch.toml"
-    config.write_text(OPENSMTPD_CONFIG.format(db=tmp_path / "rw.db"))
-    settings = load_settings(config, environ={})
-    engine = open_database(settings.database.url)
-    Pipeline(settings, engine).ingest_file(log, host="vm", log_format="opensmtpd")
-    return engine
-
-
-def _transactions(engine: Engine) -> list[dict[str, Any]]:
-    with engine.connect() as connection:
-        txns = connection.execute(select(TransactionRow.__table__)).mappings().all()
-        rcpts = connection.execute(select(RecipientRow.__table__)).mappings().all()
-    return [
-        {**t, "rcpts": {r["address"]: r for r in rcpts if r["transaction_id"] == t["id"]}}
-        for t in txns
-    ]
+    return ingest_log(tmp_path, log, OPENSMTPD_NETWORK, "opensmtpd")[0]
 
 
 def _by_queue_id(engine: Engine, queue_id: str) -> dict[str, Any]:
-    [txn] = [t for t in _transactions(engine) if t["queue_id"] == queue_id]
+    [txn] = [t for t in stored_transactions(engine) if t["queue_id"] == queue_id]
     return txn
 
 
@@ -65,7 +42,7 @@ def test_both_logs_are_recognised_as_opensmtpd(log: str) -> None:
 
 
 def test_every_scenario_is_one_transaction_and_o3_and_o5_two(stored: Engine) -> None:
-    txns = _transactions(stored)
+    txns = stored_transactions(stored)
     assert len(txns) == 7  # O1, O2, O3 (refusal + message), O4, O5 (message + bounce injection)
     assert sorted(t["queue_id"] or "" for t in txns) == sorted(
         ["3eb4bde5", "4aa3e9cd", "cdc20b86", "", "", "", ""]
@@ -85,7 +62,7 @@ def test_o1_relay_from_the_trusted_network_is_not_a_relay_attempt(stored: Engine
 def test_refused_relays_are_o2_o3_and_o4_from_ipv6(stored: Engine) -> None:
     refused = sorted(
         (t["client_ip"], address)
-        for t in _transactions(stored)
+        for t in stored_transactions(stored)
         for address, r in t["rcpts"].items()
         if r["relay_attempt"] == "refused"
     )
@@ -94,7 +71,7 @@ def test_refused_relays_are_o2_o3_and_o4_from_ipv6(stored: Engine) -> None:
         ("127.0.0.5", "victim@external-b.example.org"),  # O3
         ("::1", "victim@external-b.example.org"),  # O4: address=[::1] host=<unknown>
     ])  # fmt: skip
-    for t in _transactions(stored):
+    for t in stored_transactions(stored):
         for r in t["rcpts"].values():
             if r["relay_attempt"] == "refused":
                 assert (r["direction"], r["outcome"], r["code"]) == ("ext→ext", "rejected", 550)
@@ -103,7 +80,7 @@ def test_refused_relays_are_o2_o3_and_o4_from_ipv6(stored: Engine) -> None:
 
 
 def test_o4_names_its_ipv6_client_without_a_reverse_name(stored: Engine) -> None:
-    [o4] = [t for t in _transactions(stored) if t["client_ip"] == "::1"]
+    [o4] = [t for t in stored_transactions(stored) if t["client_ip"] == "::1"]
     assert o4["client_name"] == "unknown" and o4["refused_relays"] == 1
 
 
@@ -117,7 +94,7 @@ def test_o3_mixes_a_refused_relay_with_an_accepted_local_delivery(stored: Engine
     # the refused RCPT came first in the same session: its own transaction, same client
     [refusal] = [
         t
-        for t in _transactions(stored)
+        for t in stored_transactions(stored)
         if "victim@external-b.example.org" in t["rcpts"] and t["client_ip"] == "127.0.0.5"
     ]
     assert int(refusal["line_offsets"]) < int(o3["line_offsets"].split(",")[0])
@@ -135,7 +112,7 @@ def test_o5_relay_that_the_sink_refuses_bounces_and_its_bounce_is_no_relay_attem
     assert rcpt["reason"].startswith("550 5.1.1 <nonexistent@external-f.example.net>")
     # OpenSMTPD injects the bounce to cron@app01.example.test through its local socket and
     # refuses it ("Invalid recipient"): no outside client asked for anything
-    [bounce] = [t for t in _transactions(stored) if "cron@app01.example.test" in t["rcpts"]]
+    [bounce] = [t for t in stored_transactions(stored) if "cron@app01.example.test" in t["rcpts"]]
     assert bounce["client_ip"] is None and bounce["client_name"] == "vm"
     refused = bounce["rcpts"]["cron@app01.example.test"]
     assert (refused["outcome"], refused["relay_attempt"]) == ("rejected", None)
@@ -143,6 +120,6 @@ def test_o5_relay_that_the_sink_refuses_bounces_and_its_bounce_is_no_relay_attem
 
 
 def test_no_accepted_relay_and_only_the_two_probing_clients_offend(stored: Engine) -> None:
-    txns = _transactions(stored)
+    txns = stored_transactions(stored)
     assert sum(t["accepted_relays"] for t in txns) == 0
     assert {t["client_ip"] for t in txns if t["refused_relays"]} == {"127.0.0.5", "::1"}

@@ -15,24 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
-from detector.config import load_settings
 from detector.ingest import Pipeline, resolve_format
-from detector.store.models import RecipientRow, TransactionRow
-from detector.store.session import open_database
 from tests.conftest import corpus_path
+from tests.corpus import ingest_log, stored_transactions
 
 RUN = "generated-local-sendmail-8.17.1.9"
 LOGS = ["mail.log.rfc3339", "mail.log.traditional"]
 ADMIN_NETWORKS = '["127.0.0.1/32", "::1/128"]'
-SENDMAIL_CONFIG = """
-[network]
-internal_networks = {networks}
-local_domains = ["example.test"]
-[database]
-url = "sqlite:///{db}"
-"""
 RUN_1 = {  # queue id: (client, sender) of every MAIL FROM check_mail refused
     "6AU8FWcd017332": ("127.0.0.1", "sender@external-a.example.com"),
     "6AU8FXA1017336": ("127.0.0.5", "spameri@tiscali.example"),
@@ -46,13 +37,8 @@ RUN_1 = {  # queue id: (client, sender) of every MAIL FROM check_mail refused
 
 
 def _ingest(tmp_path: Path, log: str, networks: str = ADMIN_NETWORKS) -> tuple[Engine, Pipeline]:
-    config = tmp_path / "relaywatch.toml"
-    config.write_text(SENDMAIL_CONFIG.format(networks=networks, db=tmp_path / "rw.db"))
-    settings = load_settings(config, environ={})
-    engine = open_database(settings.database.url)
-    pipeline = Pipeline(settings, engine)
-    pipeline.ingest_file(corpus_path("sendmail", RUN, log), host="vm", log_format="sendmail")
-    return engine, pipeline
+    network = f'internal_networks = {networks}\nlocal_domains = ["example.test"]'
+    return ingest_log(tmp_path, corpus_path("sendmail", RUN, log), network, "sendmail")
 
 
 @pytest.fixture(params=LOGS)
@@ -65,20 +51,12 @@ def stored(ingested: tuple[Engine, Pipeline]) -> Engine:
     return ingested[0]
 
 
-def _transactions(engine: Engine) -> list[dict[str, Any]]:
-    with engine.connect() as connection:
-        txns = connection.execute(select(TransactionRow.__table__)).mappings().all()
-        rcpts = connection.execute(select(RecipientRow.__table__)).mappings().all()
-    return [
-        {**t, "rcpts": {r["address"]: r for r in rcpts if r["transaction_id"] == t["id"]}}
-        for t in txns
-    ]
-
-
 def _message(engine: Engine, queue_id: str) -> dict[str, Any]:
     """The transaction of the SMTP message ``queue_id`` (the one that knows its client)."""
     [txn] = [
-        t for t in _transactions(engine) if t["queue_id"] == queue_id and t["client_ip"] is not None
+        t
+        for t in stored_transactions(engine)
+        if t["queue_id"] == queue_id and t["client_ip"] is not None
     ]
     return txn
 
@@ -113,7 +91,7 @@ def test_run_2_relaying_denied_is_a_refused_relay_even_for_our_own_domain(
     engine, pipeline = ingested
     refused = {
         (t["queue_id"], address)
-        for t in _transactions(engine)
+        for t in stored_transactions(engine)
         for address, r in t["rcpts"].items()
         if r["relay_attempt"] == "refused"
     }
@@ -155,17 +133,17 @@ def test_run_2_relays_of_the_host_itself_and_of_alice_are_not_relay_attempts(
 
 def test_the_relay_of_1_is_an_accepted_relay_when_1_is_not_one_of_ours(tmp_path: Path) -> None:
     engine, _ = _ingest(tmp_path, "mail.log.rfc3339", networks='["127.0.0.1/32"]')
-    [accepted] = [t for t in _transactions(engine) if t["accepted_relays"]]
+    [accepted] = [t for t in stored_transactions(engine) if t["accepted_relays"]]
     assert (accepted["queue_id"], accepted["client_ip"]) == ("6AU8Gs2i017438", "::1")
     assert _rcpt(accepted, "victim@external-b.example.org") == ("ext→ext", "bounced", "accepted")
 
 
 def test_bounces_sendmail_queued_itself_are_local_submissions(stored: Engine) -> None:
     for queue_id in ("6AU8GprE017414", "6AU8GprF017414", "6AU8GrGv017428", "6AU8IJWn017538"):
-        [txn] = [t for t in _transactions(stored) if t["queue_id"] == queue_id]
+        [txn] = [t for t in stored_transactions(stored) if t["queue_id"] == queue_id]
         assert txn["local_submission"] and txn["internal"], queue_id
         assert txn["refused_relays"] == txn["accepted_relays"] == 0
-    dsn = next(t for t in _transactions(stored) if t["queue_id"] == "6AU8GprE017414")
+    dsn = next(t for t in stored_transactions(stored) if t["queue_id"] == "6AU8GprE017414")
     assert _rcpt(dsn, "sender@external-a.example.com") == ("int→ext", "bounced", None)
 
 
@@ -198,7 +176,7 @@ def test_m13_two_recipients_on_one_to_line_are_both_recipients_of_the_message(
         assert _rcpt(m13, address) == ("int→ext", "bounced", None)
         assert m13["rcpts"][address]["reason"] == "Service unavailable"
     # sendmail logs the return to alice under M13's id after M13 ended: a message of its own
-    [returned] = [t for t in _transactions(stored)
+    [returned] = [t for t in stored_transactions(stored)
                   if t["queue_id"] == "6AU8IJWn017536" and t["client_ip"] is None]  # fmt: skip
     assert list(returned["rcpts"]) == ["alice@example.test"]
     assert returned["refused_relays"] == returned["accepted_relays"] == 0
@@ -214,6 +192,6 @@ def test_m14_an_unknown_local_user_is_not_a_relay_attempt(stored: Engine) -> Non
 
 
 def test_no_relay_was_accepted_and_only_the_probing_client_offends(stored: Engine) -> None:
-    txns = _transactions(stored)
+    txns = stored_transactions(stored)
     assert sum(t["accepted_relays"] for t in txns) == 0
     assert {t["client_ip"] for t in txns if t["refused_relays"]} == {"127.0.0.5"}
