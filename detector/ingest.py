@@ -575,19 +575,22 @@ class SourceReader:
         try:
             with path.open("rb") as handle:
                 head = handle.read(6)
-            if not head:
-                return None
-            if utf16_encoding(head) is not None:
-                self.error = (
-                    f"{path}: is UTF-16 text; relaywatch follows UTF-8 logs (read it with "
-                    "`relaywatch ingest`, or have the server write UTF-8)"
-                )
-            elif self.family is None:
-                self.family = resolve_format(path, "auto")
         except FileNotFoundError:
-            return None  # not there yet
-        except InputError as exc:
-            self.error = f"{exc}; set format in its [[sources]] entry"
+            head = b""  # not there yet
+        if utf16_encoding(head) is not None:
+            self.error = (
+                f"{path}: is UTF-16 text; relaywatch follows UTF-8 logs (read it with "
+                "`relaywatch ingest`, or have the server write UTF-8)"
+            )
+        elif self.family is None:
+            if not head:
+                return None  # nothing to detect the format from yet
+            try:
+                self.family = resolve_format(path, "auto")
+            except FileNotFoundError:
+                return None  # rotated away in between: the next round
+            except InputError as exc:
+                self.error = f"{exc}; set format in its [[sources]] entry"
         if self.error is not None or self.family is None:
             log.error("%s", self.error)
             return None
