@@ -52,3 +52,9 @@ def stored_transactions(engine: Engine) -> list[dict[str, Any]]:
         {**t, "rcpts": {r["address"]: r for r in rcpts if r["transaction_id"] == t["id"]}}
         for t in txns
     ]
+
+
+def stored_by_queue_id(engine: Engine, queue_id: str) -> dict[str, Any]:
+    """The one stored transaction of ``queue_id`` (see :func:`stored_transactions`)."""
+    [txn] = [t for t in stored_transactions(engine) if t["queue_id"] == queue_id]
+    return txn

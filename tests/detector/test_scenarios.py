@@ -4,13 +4,12 @@ through the whole pipeline into a real SQLite file, with that Postfix's own sett
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import Engine
 
 from tests.conftest import corpus_path
-from tests.corpus import ingest_log, stored_transactions
+from tests.corpus import ingest_log, stored_by_queue_id, stored_transactions
 
 POSTFIX_NETWORK = 'internal_networks = ["127.0.0.1/32"]\nlocal_domains = ["example.test"]'
 
@@ -21,13 +20,8 @@ def stored(request: pytest.FixtureRequest, tmp_path: Path) -> Engine:
     return ingest_log(tmp_path, log, POSTFIX_NETWORK, "postfix")[0]
 
 
-def _by_queue_id(engine: Engine, queue_id: str) -> dict[str, Any]:
-    [txn] = [t for t in stored_transactions(engine) if t["queue_id"] == queue_id]
-    return txn
-
-
 def test_s1_relay_from_the_trusted_network_is_not_a_relay_attempt(stored: Engine) -> None:
-    s1 = _by_queue_id(stored, "C1D72178141")
+    s1 = stored_by_queue_id(stored, "C1D72178141")
     assert s1["internal"] and s1["client_ip"] == "127.0.0.1"
     rcpt = s1["rcpts"]["victim@external-b.example.org"]
     assert (rcpt["direction"], rcpt["outcome"], rcpt["relay_attempt"]) == (
@@ -59,7 +53,7 @@ def test_refused_relays_are_s2_s3_s6_s7b_s14_and_the_repeats(stored: Engine) -> 
 def test_s3_keeps_the_local_recipient_and_the_refused_one_in_one_transaction(
     stored: Engine,
 ) -> None:
-    s3 = _by_queue_id(stored, "91D6B178143")
+    s3 = stored_by_queue_id(stored, "91D6B178143")
     assert s3["rcpts"]["bob@example.test"]["direction"] == "ext→int"
     assert s3["rcpts"]["bob@example.test"]["outcome"] == "delivered"
     assert s3["rcpts"]["victim@external-b.example.org"]["relay_attempt"] == "refused"
@@ -69,8 +63,8 @@ def test_s3_keeps_the_local_recipient_and_the_refused_one_in_one_transaction(
 def test_s4_and_s5_are_authenticated_relays_s5_with_a_forged_outside_sender(
     stored: Engine,
 ) -> None:
-    s4 = _by_queue_id(stored, "ED382178143")
-    s5 = _by_queue_id(stored, "5AB00178145")
+    s4 = stored_by_queue_id(stored, "ED382178143")
+    s5 = stored_by_queue_id(stored, "5AB00178145")
     for txn in (s4, s5):
         assert txn["sasl_user"] == "alice@example.test" and txn["internal"]
         assert {r["direction"] for r in txn["rcpts"].values()} == {"int→ext"}
@@ -88,7 +82,7 @@ def test_s11_unknown_local_user_is_not_a_relay_attempt(stored: Engine) -> None:
 
 
 def test_s13_deferred_then_sent_is_one_transaction_delivered(stored: Engine) -> None:
-    s13 = _by_queue_id(stored, "0BFCB17810F")
+    s13 = stored_by_queue_id(stored, "0BFCB17810F")
     assert s13["rcpts"]["ops@external-e.example.net"]["outcome"] == "delivered"
     # client=, message-id, qmgr from=, smtp deferred, qmgr from= again, smtp sent, removed
     assert len(s13["line_offsets"].split(",")) == 7
@@ -103,5 +97,5 @@ def test_no_accepted_relay_and_only_the_three_probing_clients_offend(stored: Eng
 
 def test_inbound_local_deliveries_are_ext_to_int(stored: Engine) -> None:
     for queue_id in ("E76E9178146", "53B4C178147", "622A0178148", "2A994178149", "E626317814F"):
-        txn = _by_queue_id(stored, queue_id)
+        txn = stored_by_queue_id(stored, queue_id)
         assert {r["direction"] for r in txn["rcpts"].values()} == {"ext→int"}, queue_id

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine
 
 from tests.conftest import corpus_path
-from tests.corpus import ingest_log, stored_transactions
+from tests.corpus import ingest_log, stored_by_queue_id, stored_transactions
 
 EXIM_NETWORK = (
     'internal_networks = ["127.0.0.1/32"]\nlocal_domains = ["example.test", "mx.example.test"]'
@@ -35,18 +35,13 @@ def stored(request: pytest.FixtureRequest, tmp_path: Path) -> Engine:
     return ingest_log(tmp_path, log, EXIM_NETWORK, "exim")[0]
 
 
-def _by_queue_id(engine: Engine, queue_id: str) -> dict[str, Any]:
-    [txn] = [t for t in stored_transactions(engine) if t["queue_id"] == queue_id]
-    return txn
-
-
 def _rcpt(txn: dict[str, Any], address: str) -> tuple[str, str, str | None]:
     r = txn["rcpts"][address]
     return r["direction"], r["outcome"], r["relay_attempt"]
 
 
 def test_e1_relay_for_a_relay_from_hosts_client_is_not_a_relay_attempt(stored: Engine) -> None:
-    e1 = _by_queue_id(stored, "1xXwTq-00046P-1z")
+    e1 = stored_by_queue_id(stored, "1xXwTq-00046P-1z")
     assert e1["internal"] and e1["client_ip"] == "127.0.0.1"
     assert e1["helo"] == "app01.example.test" and e1["sender_local"] is False
     assert _rcpt(e1, "victim@external-b.example.org") == ("int→ext", "delivered", None)
@@ -74,7 +69,7 @@ def test_refused_relays_are_e2_e3_and_e6_each_a_transaction_of_its_own(stored: E
 
 def test_e3_the_accepted_local_recipient_is_delivered_to_its_mailbox(stored: Engine) -> None:
     # Exim refused the outside recipient before the message had an id: two transactions
-    e3 = _by_queue_id(stored, "1xXwTs-00046b-0d")
+    e3 = stored_by_queue_id(stored, "1xXwTs-00046b-0d")
     assert (e3["client_ip"], e3["helo"]) == ("127.0.0.5", "relayspam.example.net")
     assert list(e3["rcpts"]) == ["bob@example.test"]
     assert _rcpt(e3, "bob@example.test") == ("ext→int", "delivered", None)
@@ -84,8 +79,8 @@ def test_e3_the_accepted_local_recipient_is_delivered_to_its_mailbox(stored: Eng
 def test_e4_and_e5_are_authenticated_relays_e5_with_a_forged_outside_sender(
     stored: Engine,
 ) -> None:
-    e4 = _by_queue_id(stored, "1xXwTs-00046i-39")
-    e5 = _by_queue_id(stored, "1xXwTt-00046p-2X")
+    e4 = stored_by_queue_id(stored, "1xXwTs-00046i-39")
+    e5 = stored_by_queue_id(stored, "1xXwTt-00046p-2X")
     for txn in (e4, e5):
         assert txn["sasl_user"] == "alice@example.test" and txn["internal"]
         assert txn["client_ip"] == "127.0.0.6"
@@ -100,8 +95,8 @@ def test_e7_a_failed_login_without_mail_is_no_transaction(stored: Engine) -> Non
 
 
 def test_e8_and_e9_inbound_mail_is_ext_to_int_e9_with_the_null_sender(stored: Engine) -> None:
-    e8 = _by_queue_id(stored, "1xXwTw-000474-0I")
-    e9 = _by_queue_id(stored, "1xXwTw-00047B-2t")
+    e8 = stored_by_queue_id(stored, "1xXwTw-000474-0I")
+    e9 = stored_by_queue_id(stored, "1xXwTw-00047B-2t")
     assert _rcpt(e8, "bob@example.test") == ("ext→int", "delivered", None)
     assert _rcpt(e9, "postmaster@example.test") == ("ext→int", "delivered", None)
     assert e9["sender"] == "" and not e9["internal"]
@@ -114,7 +109,7 @@ def test_e10_an_unrouteable_local_address_is_not_a_relay_attempt(stored: Engine)
 
 
 def test_e11_deferred_then_delivered_is_one_transaction_delivered(stored: Engine) -> None:
-    e11 = _by_queue_id(stored, "1xXwTy-00047O-38")
+    e11 = stored_by_queue_id(stored, "1xXwTy-00047O-38")
     assert _rcpt(e11, "ops@external-e.example.net") == ("int→ext", "delivered", None)
     # <=, == (deferred), => after the queue run, Completed
     assert len(e11["line_offsets"].split(",")) == 4
@@ -123,10 +118,10 @@ def test_e11_deferred_then_delivered_is_one_transaction_delivered(stored: Engine
 def test_e12_a_remote_550_bounces_and_exims_own_bounce_is_a_local_submission(
     stored: Engine,
 ) -> None:
-    e12 = _by_queue_id(stored, "1xXwU8-00047x-2i")
+    e12 = stored_by_queue_id(stored, "1xXwU8-00047x-2i")
     assert _rcpt(e12, "nonexistent@external-f.example.net") == ("int→ext", "bounced", None)
     assert "550 5.1.1" in e12["rcpts"]["nonexistent@external-f.example.net"]["reason"]
-    bounce = _by_queue_id(stored, "1xXwU8-000481-2v")
+    bounce = stored_by_queue_id(stored, "1xXwU8-000481-2v")
     assert bounce["local_submission"] and bounce["internal"] and bounce["client_ip"] is None
     assert bounce["sender"] == ""
     assert _rcpt(bounce, "cron@app01.example.test") == ("int→ext", "delivered", None)

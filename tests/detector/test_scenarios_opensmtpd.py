@@ -11,14 +11,13 @@ bounce of cdc20b86 through its local socket, refused in turn."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import Engine
 
 from detector.ingest import resolve_format
 from tests.conftest import corpus_path
-from tests.corpus import ingest_log, stored_transactions
+from tests.corpus import ingest_log, stored_by_queue_id, stored_transactions
 
 RUN = "generated-local-opensmtpd-6.8.0p2"
 LOGS = ["mail.log.rfc3339", "mail.log.traditional"]
@@ -29,11 +28,6 @@ OPENSMTPD_NETWORK = 'internal_networks = ["127.0.0.1/32"]\nlocal_domains = ["exa
 def stored(request: pytest.FixtureRequest, tmp_path: Path) -> Engine:
     log = corpus_path("opensmtpd", RUN, request.param)
     return ingest_log(tmp_path, log, OPENSMTPD_NETWORK, "opensmtpd")[0]
-
-
-def _by_queue_id(engine: Engine, queue_id: str) -> dict[str, Any]:
-    [txn] = [t for t in stored_transactions(engine) if t["queue_id"] == queue_id]
-    return txn
 
 
 @pytest.mark.parametrize("log", LOGS)
@@ -50,7 +44,7 @@ def test_every_scenario_is_one_transaction_and_o3_and_o5_two(stored: Engine) -> 
 
 
 def test_o1_relay_from_the_trusted_network_is_not_a_relay_attempt(stored: Engine) -> None:
-    o1 = _by_queue_id(stored, "3eb4bde5")
+    o1 = stored_by_queue_id(stored, "3eb4bde5")
     assert o1["internal"] and o1["client_ip"] == "127.0.0.1"
     assert o1["sender"] == "sender@external-a.example.com"
     rcpt = o1["rcpts"]["victim@external-b.example.org"]
@@ -85,7 +79,7 @@ def test_o4_names_its_ipv6_client_without_a_reverse_name(stored: Engine) -> None
 
 
 def test_o3_mixes_a_refused_relay_with_an_accepted_local_delivery(stored: Engine) -> None:
-    o3 = _by_queue_id(stored, "4aa3e9cd")
+    o3 = stored_by_queue_id(stored, "4aa3e9cd")
     assert (o3["client_ip"], o3["client_name"]) == ("127.0.0.5", "relayspam.example.net")
     assert not o3["internal"] and o3["sender"] == "outsider@external-a.example.com"
     bob = o3["rcpts"]["bob@example.test"]
@@ -104,7 +98,7 @@ def test_o3_mixes_a_refused_relay_with_an_accepted_local_delivery(stored: Engine
 def test_o5_relay_that_the_sink_refuses_bounces_and_its_bounce_is_no_relay_attempt(
     stored: Engine,
 ) -> None:
-    o5 = _by_queue_id(stored, "cdc20b86")
+    o5 = stored_by_queue_id(stored, "cdc20b86")
     assert o5["internal"] and o5["client_ip"] == "127.0.0.1"
     rcpt = o5["rcpts"]["nonexistent@external-f.example.net"]
     assert (rcpt["direction"], rcpt["outcome"], rcpt["relay_attempt"]) == (
