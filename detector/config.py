@@ -135,6 +135,7 @@ class NetworkSettings(_Section):
     internal_networks: list[Network] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     local_domains: list[Domain] = Field(default_factory=list)
     relay_domains: list[Domain] = Field(default_factory=list)
+    own_addresses: list[Network] = Field(default_factory=list)  # the relay hosts' own
 
 
 class DatabaseSettings(_Section):
@@ -166,6 +167,14 @@ class ScoringSettings(_Section):
     repeat_factor: float = Field(default=4.0, ge=1.0)
 
 
+class EnforcementSettings(_Section):
+    dry_run: bool = False  # decide, log and report; push nothing to any sink
+    max_new_blocks_per_minute: int = Field(default=50, ge=1)  # the circuit breaker
+    range_offenders: int = Field(default=0, ge=0)  # blocked IPs in one /24 or /64 that
+    # make a block of the range (0: never)
+    sync_interval: Duration = timedelta(seconds=60)  # full sync of every sink
+
+
 class ApiToken(_Section):
     name: str = Field(min_length=1)
     token: str = Field(min_length=16)
@@ -195,6 +204,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     sources: list[SourceSettings] = Field(default_factory=list)
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
+    enforcement: EnforcementSettings = Field(default_factory=EnforcementSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     sinks: list[SinkSettings] = Field(default_factory=list)
 

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, delete, insert, select, update
 
 from detector.config import ScoringSettings
-from detector.store.models import DecisionRow
+from detector.store.models import AllowEntry, DecisionRow
 
 AUTO = "auto"
+MANUAL = "manual"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,21 +45,67 @@ class Decision:
         )  # fmt: skip
 
 
+def refusal_text(decision: Decision) -> str:
+    """The text every sink puts in its refusal: the mail server logs it with the refusal, so
+    ``relaywatch decision <id>`` in a log line names the decision that refused the client."""
+    until = decision.expires_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"relaywatch decision {decision.id}: relay abuse, blocked until {until}"
+
+
+class Refused(Exception):
+    """A block that must not be made (a never-blocked address) or a value that is not one."""
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_value(value: str) -> Network:
+    """The network a block value names: an IP (a /32 or /128) or a CIDR range; ``Refused``
+    when it is neither (or a range with host bits, which would hide a typing mistake)."""
+    try:
+        network = ipaddress.ip_network(value.strip())
+    except ValueError:
+        raise Refused(f"{value!r} is not an IP address or a CIDR range") from None
+    mapped = getattr(network.network_address, "ipv4_mapped", None)
+    if mapped is not None and network.prefixlen >= 96:
+        network = ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}")
+    return network
+
+
+def normal_value(network: Network) -> str:
+    """How a block value is stored: ``203.0.113.7`` for one address, else the CIDR."""
+    single = network.prefixlen == network.max_prefixlen
+    return str(network.network_address) if single else str(network)
+
+
 class NeverBlock:
-    """The addresses no decision may cover: the internal networks."""
+    """The addresses no decision may cover: the internal networks, the relay hosts' own
+    addresses and the allowlist (read again by :meth:`refresh`)."""
 
-    def __init__(self, internal_networks: list[str]) -> None:
-        self._networks = [ipaddress.ip_network(n) for n in internal_networks]
+    def __init__(self, internal_networks: Sequence[str], own_addresses: Sequence[str] = ()) -> None:
+        internal = [(n, f"the internal network {n}") for n in internal_networks]
+        own = [(n, f"an address of the relay host ({n})") for n in own_addresses]
+        self._fixed = [(ipaddress.ip_network(n), why) for n, why in (*internal, *own)]
+        self._allowed: list[tuple[Network, str]] = []
 
-    def reason(self, ip: str) -> str | None:
-        """Why ``ip`` must not be blocked, or ``None`` when it may be."""
+    def refresh(self, connection: Connection) -> None:
+        """Read the allowlist again (it changes from the API and the CLI)."""
+        self._allowed = [
+            (ipaddress.ip_network(row.network), f"the allowlist entry {row.network}"
+             + (f" ({row.comment})" if row.comment else ""))
+            for row in connection.execute(select(AllowEntry.network, AllowEntry.comment))
+        ]  # fmt: skip
+
+    def reason(self, value: str) -> str | None:
+        """Why ``value`` (an IP or a range) must not be blocked, or ``None`` when it may be."""
         try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            return f"{ip!r} is not an IP address"
-        for network in self._networks:
-            if address.version == network.version and address in network:
-                return f"{ip} is in the internal network {network}"
+            wanted = parse_value(value)
+        except Refused as exc:
+            return str(exc)
+        for network, why in (*self._fixed, *self._allowed):
+            if _overlaps(network, wanted):
+                inside = wanted.subnet_of(network)  # type: ignore[arg-type]
+                return f"{value} is in {why}" if inside else f"{value} covers {why}"
         return None
 
 
@@ -99,3 +147,118 @@ def create_block(
         ).returning(DecisionRow.id)
     ).scalar_one()  # fmt: skip
     return Decision(new_id, value, scope, origin, reason, start, expires, None)
+
+
+def active_decisions(connection: Connection, now: datetime) -> list[Decision]:
+    """The decisions in force at ``now``: not revoked, not expired (a block made from a log
+    read late is in force until it expires, even if it started before ``now``)."""
+    rows = connection.execute(
+        select(DecisionRow.__table__)
+        .where(DecisionRow.revoked_at.is_(None), DecisionRow.expires_at > now)
+        .order_by(DecisionRow.id)
+    )
+    return [Decision.from_row(row) for row in rows]
+
+
+def block(
+    connection: Connection,
+    value: str,
+    *,
+    duration: timedelta,
+    reason: str,
+    now: datetime,
+    never_block: NeverBlock,
+) -> Decision:
+    """A manual block of an IP or a CIDR range, replacing the value's blocks in force;
+    ``Refused`` (with the reason) for a value that must never be blocked."""
+    text = normal_value(parse_value(value))
+    never_block.refresh(connection)
+    why = never_block.reason(text)
+    if why is not None:
+        raise Refused(f"not blocking {text}: {why}")
+    _revoke(connection, [d for d in active_decisions(connection, now) if d.value == text], now)
+    return create_block(
+        connection, text, origin=MANUAL, reason=reason.strip() or "blocked by hand", start=now,
+        duration=duration, evidence={},
+    )  # fmt: skip
+
+
+def unblock(connection: Connection, value: str, now: datetime) -> list[Decision]:
+    """Revoke the blocks of ``value`` (an IP or a CIDR) in force; the ones revoked."""
+    text = normal_value(parse_value(value))
+    return _revoke(
+        connection, [d for d in active_decisions(connection, now) if d.value == text], now
+    )
+
+
+def revoke(connection: Connection, decision_id: int, now: datetime) -> Decision | None:
+    """Revoke one decision by its id; ``None`` when there is none in force with that id."""
+    found = [d for d in active_decisions(connection, now) if d.id == decision_id]
+    revoked = _revoke(connection, found, now)
+    return revoked[0] if revoked else None
+
+
+def _revoke(connection: Connection, decisions: list[Decision], now: datetime) -> list[Decision]:
+    if decisions:
+        connection.execute(
+            update(DecisionRow)
+            .where(DecisionRow.id.in_([d.id for d in decisions]))
+            .values(revoked_at=now)
+        )
+    return [replace(d, revoked_at=now) for d in decisions]
+
+
+@dataclass(frozen=True, slots=True)
+class Allowed:
+    id: int
+    network: str
+    comment: str
+    created_at: datetime
+
+
+def allowlist(connection: Connection) -> list[Allowed]:
+    rows = connection.execute(select(AllowEntry.__table__).order_by(AllowEntry.id))
+    return [Allowed(r.id, r.network, r.comment, r.created_at) for r in rows]
+
+
+def allow(
+    connection: Connection, cidr: str, comment: str, now: datetime
+) -> tuple[Allowed, list[Decision]]:
+    """Add a never-block entry, and revoke the blocks in force that it covers (they go from
+    the sinks at their next sync); the entry and the decisions revoked.  An entry that is
+    there already keeps its id and takes the new comment."""
+    try:
+        network = str(ipaddress.ip_network(cidr.strip(), strict=False))
+    except ValueError:
+        raise Refused(f"{cidr!r} is not an IP address or a CIDR range") from None
+    found = connection.execute(
+        select(AllowEntry.__table__).where(AllowEntry.network == network)
+    ).first()
+    if found is None:
+        entry_id = connection.execute(
+            insert(AllowEntry)
+            .values(network=network, comment=comment.strip(), created_at=now)
+            .returning(AllowEntry.id)
+        ).scalar_one()
+        entry = Allowed(entry_id, network, comment.strip(), now)
+    else:
+        connection.execute(
+            update(AllowEntry).where(AllowEntry.id == found.id).values(comment=comment.strip())
+        )
+        entry = Allowed(found.id, network, comment.strip(), found.created_at)
+    allowed = ipaddress.ip_network(network)
+    covered = [
+        d for d in active_decisions(connection, now)
+        if d.scope != "user" and _overlaps(allowed, parse_value(d.value))
+    ]  # fmt: skip
+    return entry, _revoke(connection, covered, now)
+
+
+def disallow(connection: Connection, entry_id: int) -> bool:
+    """Remove an allowlist entry; whether there was one with that id."""
+    result = connection.execute(delete(AllowEntry).where(AllowEntry.id == entry_id))
+    return bool(result.rowcount)
+
+
+def _overlaps(a: Network, b: Network) -> bool:
+    return a.version == b.version and a.overlaps(b)

@@ -130,7 +130,9 @@ class Pipeline:
         self.settings = settings
         self.engine = engine
         self.classifier = Classifier(settings.network)
-        self.scorer = Scorer(settings.scoring, NeverBlock(settings.network.internal_networks))
+        network = settings.network
+        never_block = NeverBlock(network.internal_networks, network.own_addresses)
+        self.scorer = Scorer(settings.scoring, never_block, settings.enforcement)
         self.pacer = RescorePacer()
 
     def ingest_file(

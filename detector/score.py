@@ -16,11 +16,13 @@ times worse; spraying many domains is what spam runs do.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
+import logging
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from sqlalchemy import (
@@ -34,10 +36,20 @@ from sqlalchemy import (
     update,
 )
 
-from detector.config import ScoringSettings, format_duration
-from detector.decide import AUTO, Decision, NeverBlock, create_block, decisions_for, next_duration
-from detector.store.models import OffenderRow, OffenderTarget, RecipientRow
+from detector.config import EnforcementSettings, ScoringSettings, format_duration
+from detector.decide import (
+    AUTO,
+    Decision,
+    NeverBlock,
+    active_decisions,
+    create_block,
+    decisions_for,
+    next_duration,
+)
+from detector.store.models import DecisionRow, OffenderRow, OffenderTarget, RecipientRow
 from detector.transactions import ACCEPTED, REFUSED, Transaction
+
+log = logging.getLogger("relaywatch")
 
 ACCEPTED_WEIGHT = 10.0
 DOMAIN_WEIGHT = 0.5
@@ -137,9 +149,17 @@ _UPDATE_OFFENDER = (
 
 
 class Scorer:
-    def __init__(self, scoring: ScoringSettings, never_block: NeverBlock) -> None:
+    def __init__(
+        self,
+        scoring: ScoringSettings,
+        never_block: NeverBlock,
+        enforcement: EnforcementSettings | None = None,
+    ) -> None:
         self.scoring = scoring
         self.never_block = never_block
+        self.enforcement = enforcement or EnforcementSettings()
+        self.held_back = 0
+        """Automatic blocks the circuit breaker did not make (since the start)."""
 
     def count(self, connection: Connection, stored: Iterable[Transaction]) -> None:
         """Add the relay attempts of just stored transactions to their clients' offender
@@ -210,6 +230,7 @@ class Scorer:
         attempts call for.  Their counters are up to date already (:meth:`count`)."""
         wanted = sorted(new_attempts)
         decisions: list[Decision] = []
+        self.never_block.refresh(connection)
         for start in range(0, len(wanted), _CHUNK):
             chunk = wanted[start : start + _CHUNK]
             rows = connection.execute(
@@ -278,6 +299,8 @@ class Scorer:
                 continue
             if any(d.active(moment) for d in existing):
                 continue  # blocked by hand
+            if self._breaker_open(connection, ip, moment):
+                continue
             reason = self._reason(len(refused), len(accepted))
             duration = next_duration(existing, self.scoring)
             decision = create_block(
@@ -287,7 +310,59 @@ class Scorer:
             )  # fmt: skip
             existing.append(decision)
             new.append(decision)
+            new.extend(self._range_block(connection, decision))
         return peak_refused, peak_accepted, new
+
+    def _breaker_open(self, connection: Connection, ip: str, moment: datetime) -> bool:
+        """Whether ``max_new_blocks_per_minute`` automatic blocks were made in the minute
+        before ``moment`` (log time): then no more are made, loudly.  A flood of blocks means
+        a wrong ``internal_networks`` or a broken log far more often than a real attack."""
+        limit = self.enforcement.max_new_blocks_per_minute
+        made = connection.execute(
+            select(func.count()).where(
+                DecisionRow.origin == AUTO,
+                DecisionRow.created_at > moment - timedelta(minutes=1),
+                DecisionRow.created_at <= moment,
+            )
+        ).scalar_one()
+        if made < limit:
+            return False
+        self.held_back += 1
+        log.error(
+            "circuit breaker: %d automatic blocks in the minute before %s (limit %d, "
+            "[enforcement] max_new_blocks_per_minute); not blocking %s (%d held back so far)",
+            made, moment.strftime("%Y-%m-%dT%H:%M:%SZ"), limit, ip, self.held_back,
+        )  # fmt: skip
+        return True
+
+    def _range_block(self, connection: Connection, made: Decision) -> list[Decision]:
+        """A block of the /24 (IPv4) or /64 (IPv6) around a just blocked address when
+        ``range_offenders`` addresses in it are blocked at once (and it may be blocked)."""
+        needed = self.enforcement.range_offenders
+        if not needed:
+            return []
+        address = ipaddress.ip_address(made.value)
+        network = ipaddress.ip_network(f"{address}/{24 if address.version == 4 else 64}", False)
+        value = str(network)
+        at = made.created_at
+        blocked = {
+            d.value for d in active_decisions(connection, at)
+            if d.scope == "ip" and d.created_at <= at and ipaddress.ip_address(d.value) in network
+        }  # fmt: skip
+        if len(blocked) < needed or any(d.value == value for d in active_decisions(connection, at)):
+            return []
+        why = self.never_block.reason(value)
+        if why is not None:
+            log.warning("not blocking the range %s of %d blocked addresses: %s", value,
+                        len(blocked), why)  # fmt: skip
+            return []
+        decision = create_block(
+            connection, value, origin=AUTO,
+            reason=f"{_plural(len(blocked), 'blocked address')} in {value}", start=at,
+            duration=next_duration(decisions_for(connection, value), self.scoring),
+            evidence={"addresses": sorted(blocked)},
+        )  # fmt: skip
+        return [decision]
 
     def _reason(self, refused: int, accepted: int) -> str:
         window = format_duration(self.scoring.window)

@@ -204,6 +204,41 @@ class DecisionRow(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
     duration_seconds: Mapped[int] = mapped_column(Integer)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # refusals because of it that the mail servers' logs show
+    hits: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_hit_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class AllowEntry(Base):
+    """A network never to block, whatever the score or a manual request says."""
+
+    __tablename__ = "allowlist"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    network: Mapped[str] = mapped_column(String(49), unique=True)  # a CIDR, normalised
+    comment: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class PolicyRequestRow(Base):
+    """A request the Postfix policy service answered: the mail server asking about a client
+    as it talks to it, before its log is read."""
+
+    __tablename__ = "policy_requests"
+    __table_args__ = (Index(None, "client_ip", "time"), Index(None, "decision_id"))
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    time: Mapped[float] = mapped_column(Float)  # UTC epoch seconds
+    protocol_state: Mapped[str] = mapped_column(String(16))
+    client_ip: Mapped[str] = mapped_column(String(45))
+    client_name: Mapped[str | None] = mapped_column(String(255))
+    helo: Mapped[str | None] = mapped_column(Text)
+    sender: Mapped[str | None] = mapped_column(Text)
+    recipient: Mapped[str | None] = mapped_column(Text)
+    sasl_user: Mapped[str | None] = mapped_column(String(255))
+    queue_id: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(Text)
+    decision_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class _AtPosition:
