@@ -230,7 +230,6 @@ class Scorer:
         attempts call for.  Their counters are up to date already (:meth:`count`)."""
         wanted = sorted(new_attempts)
         decisions: list[Decision] = []
-        self.never_block.refresh(connection)
         for start in range(0, len(wanted), _CHUNK):
             chunk = wanted[start : start + _CHUNK]
             rows = connection.execute(
@@ -274,7 +273,8 @@ class Scorer:
         accepted: deque[float] = deque()
         peak_refused, peak_accepted = peaks
         new: list[Decision] = []
-        refusal = self.never_block.reason(ip)
+        refusal: str | None = None
+        checked = False  # whether the ip may be blocked (read when it first may need to be)
         for when, kind in attempts:
             for queue in (refused, accepted):
                 while queue and queue[0] <= when - window:
@@ -286,6 +286,9 @@ class Scorer:
                 len(accepted) >= self.scoring.accepted_relays_to_block
                 or len(refused) >= self.scoring.refused_relays_to_block
             )
+            if over and not checked:
+                self.never_block.refresh(connection)  # the allowlist may have changed
+                refusal, checked = self.never_block.reason(ip), True
             if not over or refusal is not None:
                 continue
             moment = datetime.fromtimestamp(when, UTC)

@@ -192,7 +192,11 @@ class DecisionRow(Base):
     """A block of one value (an IP, a CIDR range or a SASL user), automatic or manual."""
 
     __tablename__ = "decisions"
-    __table_args__ = (Index(None, "value", "expires_at"), Index(None, "expires_at"))
+    __table_args__ = (
+        Index(None, "value", "expires_at"),
+        Index(None, "expires_at"),
+        Index(None, "created_at"),  # the circuit breaker counts the last minute's
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     value: Mapped[str] = mapped_column(String(64))

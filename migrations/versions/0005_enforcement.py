@@ -14,7 +14,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-
 revision = "0005"
 down_revision = "0004"
 branch_labels = None
@@ -25,6 +24,7 @@ def upgrade() -> None:
     with op.batch_alter_table("decisions") as batch:
         batch.add_column(sa.Column("hits", sa.Integer(), nullable=False, server_default="0"))
         batch.add_column(sa.Column("last_hit_at", sa.DateTime(), nullable=True))
+        batch.create_index(batch.f("ix_decisions_created_at"), ["created_at"])
     op.create_table(
         "allowlist",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -60,5 +60,6 @@ def downgrade() -> None:
     op.drop_table("policy_requests")
     op.drop_table("allowlist")
     with op.batch_alter_table("decisions") as batch:
+        batch.drop_index(batch.f("ix_decisions_created_at"))
         batch.drop_column("last_hit_at")
         batch.drop_column("hits")
