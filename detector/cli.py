@@ -306,11 +306,92 @@ def explain(ctx: click.Context, ip: str) -> None:
             f"  #{d.id} {d.origin} block {iso(d.created_at)} .. {iso(d.expires_at)} "
             f"({state}): {d.reason}"
         )
+        if d.hits:
+            click.echo(f"    enforced: the mail server refused it {d.hits} times because of "
+                       f"it, last at {iso(d.last_hit_at)}")  # fmt: skip
     click.echo(f"evidence (latest {len(transactions)} transactions):")
     for txn in transactions:
         click.echo(f"  {txn['started_at']} {txn['host']} {txn['queue_id'] or 'NOQUEUE'}")
         for line in txn["lines"]:
             click.echo(f"    {line}")
+
+
+def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    try:
+        return None if value is None else parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@main.command()
+@click.argument("value")
+@click.option("--duration", callback=_duration, help="How long, e.g. 1h, 7d.  [default: "
+              "scoring.block_duration]")  # fmt: skip
+@click.option("--reason", default="", help="Why, for the record and the API.")
+@click.pass_context
+def block(ctx: click.Context, value: str, duration: Any, reason: str) -> None:
+    """Block an IP address or a CIDR range by hand (never an internal, own or allowed one)."""
+    from detector.decide import NeverBlock, Refused
+    from detector.decide import block as make_block
+    from detector.store.session import open_database
+
+    settings = _settings(ctx)
+    network = settings.network
+    engine = open_database(settings.database.url)
+    try:
+        with engine.begin() as connection:
+            made = make_block(
+                connection, value, duration=duration or settings.scoring.block_duration,
+                reason=reason, now=datetime.now(UTC).replace(microsecond=0),
+                never_block=NeverBlock(network.internal_networks, network.own_addresses),
+            )  # fmt: skip
+    except Refused as exc:
+        _fail(str(exc))
+    click.echo(f"blocked {made.value} until {iso(made.expires_at)} (decision #{made.id})")
+
+
+@main.command()
+@click.argument("value")
+@click.pass_context
+def unblock(ctx: click.Context, value: str) -> None:
+    """Lift the blocks in force of an IP address or a CIDR range."""
+    from detector.decide import Refused
+    from detector.decide import unblock as lift
+    from detector.store.session import open_database
+
+    settings = _settings(ctx)
+    engine = open_database(settings.database.url)
+    try:
+        with engine.begin() as connection:
+            lifted = lift(connection, value, datetime.now(UTC))
+    except Refused as exc:
+        _fail(str(exc))
+    if not lifted:
+        _fail(f"{value} is not blocked")
+    ids = ", ".join(f"#{d.id}" for d in lifted)
+    click.echo(f"unblocked {lifted[0].value} (decision{'s' if len(lifted) > 1 else ''} {ids})")
+
+
+@main.command()
+@click.argument("cidr")
+@click.option("--comment", default="", help="Whose network it is, for the record.")
+@click.pass_context
+def allow(ctx: click.Context, cidr: str, comment: str) -> None:
+    """Never block an address or a network; lifts the blocks in force that it covers."""
+    from detector.decide import Refused
+    from detector.decide import allow as add_entry
+    from detector.store.session import open_database
+
+    settings = _settings(ctx)
+    engine = open_database(settings.database.url)
+    try:
+        with engine.begin() as connection:
+            entry, lifted = add_entry(connection, cidr, comment, datetime.now(UTC))
+    except Refused as exc:
+        _fail(str(exc))
+    click.echo(f"allowed {entry.network} (allowlist entry #{entry.id})")
+    for d in lifted:
+        click.echo(f"unblocked {d.value} (decision #{d.id})")
 
 
 @main.command()

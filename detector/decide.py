@@ -33,6 +33,8 @@ class Decision:
     created_at: datetime
     expires_at: datetime
     revoked_at: datetime | None
+    hits: int = 0  # refusals because of it that the mail servers' logs show
+    last_hit_at: datetime | None = None
 
     def active(self, now: datetime) -> bool:
         return self.revoked_at is None and self.created_at <= now < self.expires_at
@@ -42,6 +44,7 @@ class Decision:
         return cls(
             id=row.id, value=row.value, scope=row.scope, origin=row.origin, reason=row.reason,
             created_at=row.created_at, expires_at=row.expires_at, revoked_at=row.revoked_at,
+            hits=row.hits, last_hit_at=row.last_hit_at,
         )  # fmt: skip
 
 

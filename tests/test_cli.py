@@ -549,3 +549,51 @@ def test_local_time_stamps_are_read_in_the_zone_given(run: Run, tmp_path: Path) 
     assert re.search(r"\n1: \d{4}-11-30T09:00:00Z connect ", utc)
     bad = run("parse", "--timezone", "Mars/Olympus", log)
     assert bad.returncode == 2 and "unknown time zone 'Mars/Olympus'" in bad.stderr
+
+
+# Blocking by hand
+
+
+def test_block_unblock_and_allow_as_an_administrator_runs_them(run: Run, config: Path) -> None:
+    made = run("--config", config, "block", "203.0.113.7", "--duration", "2h", "--reason", "spam")
+    assert made.returncode == 0, made.stderr
+    assert re.fullmatch(r"blocked 203\.0\.113\.7 until \S+Z \(decision #1\)\n", made.stdout)
+    ranged = run("--config", config, "block", "198.51.100.0/24")
+    assert ranged.returncode == 0, ranged.stderr
+    allowed = run("--config", config, "allow", "198.51.100.128/25", "--comment", "partner")
+    assert allowed.returncode == 0, allowed.stderr
+    assert allowed.stdout == (
+        "allowed 198.51.100.128/25 (allowlist entry #1)\nunblocked 198.51.100.0/24 (decision #2)\n"
+    )
+    lifted = run("--config", config, "unblock", "203.0.113.7")
+    assert (lifted.returncode, lifted.stdout) == (0, "unblocked 203.0.113.7 (decision #1)\n")
+    assert_one_line_error(run("--config", config, "unblock", "203.0.113.7"), "is not blocked")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("block", "10.1.2.3"), "not blocking 10.1.2.3: 10.1.2.3 is in the internal network"),
+        (("block", "127.0.0.0/8"), "covers the internal network 127.0.0.1/32"),
+        (("block", "mx.example.org"), "'mx.example.org' is not an IP address or a CIDR range"),
+        (("unblock", "300.1.2.3"), "'300.1.2.3' is not an IP address"),
+        (("allow", "10.0.0.0/33"), "'10.0.0.0/33' is not an IP address or a CIDR range"),
+    ],
+)
+def test_what_may_not_be_blocked_or_is_no_address_is_a_one_line_error(
+    run: Run, config: Path, args: tuple[str, ...], needle: str
+) -> None:
+    assert_one_line_error(run("--config", config, *args), needle)
+
+
+def test_an_allowlisted_address_is_not_blocked_by_hand(run: Run, config: Path) -> None:
+    assert run("--config", config, "allow", "192.0.2.0/24").returncode == 0
+    assert_one_line_error(
+        run("--config", config, "block", "192.0.2.9"),
+        "192.0.2.9 is in the allowlist entry 192.0.2.0/24",
+    )
+
+
+def test_block_with_a_bad_duration_is_a_usage_error(run: Run, config: Path) -> None:
+    result = run("--config", config, "block", "203.0.113.7", "--duration", "soon")
+    assert result.returncode == 2 and "invalid duration 'soon'" in result.stderr
