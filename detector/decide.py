@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, case, delete, insert, literal, select, update
 
 from detector.config import ScoringSettings
-from detector.store.models import AllowEntry, DecisionRow
+from detector.store.models import AllowEntry, DecisionRow, UtcDateTime
+from detector.transactions import Transaction
 
 AUTO = "auto"
 MANUAL = "manual"
@@ -265,3 +267,41 @@ def disallow(connection: Connection, entry_id: int) -> bool:
 
 def _overlaps(a: Network, b: Network) -> bool:
     return a.version == b.version and a.overlaps(b)
+
+
+_HIT = re.compile(
+    r"(?:^| )relaywatch decision (\d{1,18}): relay abuse, blocked until "
+    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\Z"
+)
+""":func:`refusal_text` at the end of a refusal the mail server logged (after Postfix's
+``<unknown[192.0.2.7]>: Client host rejected:`` for a ``cidr:`` table hit, its ``<rcpt>:
+Recipient address rejected:`` for a policy service answer, Sendmail's status code).  The
+server's own words end a refusal, so a client's text (an address) can never pass for it."""
+
+
+def record_hits(connection: Connection, transactions: Iterable[Transaction]) -> int:
+    """Count the refusals in just stored transactions that a decision caused (the mail server
+    enforcing it), per decision; the number found.  They are not relay attempts."""
+    hits: dict[int, list[float]] = {}
+    for txn in transactions:
+        found = [
+            (hit, r.time) for r in txn.recipients
+            if r.reason and "relaywatch" in r.reason and (hit := _HIT.search(r.reason))
+        ]  # fmt: skip
+        reason = txn.reject_reason
+        if not found and reason and "relaywatch" in reason and (hit := _HIT.search(reason)):
+            found = [(hit, txn.end)]
+        for match, when in found:
+            hits.setdefault(int(match[1]), []).append(when)
+    for decision_id, times in hits.items():
+        last = literal(datetime.fromtimestamp(max(times), UTC), UtcDateTime())
+        previous = DecisionRow.last_hit_at
+        connection.execute(
+            update(DecisionRow)
+            .where(DecisionRow.id == decision_id)
+            .values(
+                hits=DecisionRow.hits + len(times),
+                last_hit_at=case((previous.is_(None) | (previous < last), last), else_=previous),
+            )
+        )
+    return sum(map(len, hits.values()))

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, text
 from detector.classify import Classifier
 from detector.config import Settings, SourceSettings, zone
 from detector.correlate import Correlator
-from detector.decide import Decision, NeverBlock
+from detector.decide import Decision, NeverBlock, record_hits
 from detector.errors import InputError, RelaywatchError
 from detector.follow import Follower, Position
 from detector.logfile import ReadCounts, fingerprint, open_log, read_lines, utf16_encoding
@@ -229,6 +229,7 @@ class Pipeline:
         """Store transactions not stored yet and count their relay attempts: those stored,
         and the clients whose attempts they add, with the earliest."""
         stored, touched = insert_transactions(connection, file_ids, transactions)
+        record_hits(connection, stored)
         if touched:
             _scoring_turn(connection)
             self.scorer.count(connection, stored)

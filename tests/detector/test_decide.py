@@ -217,3 +217,47 @@ def test_a_range_that_holds_an_allowlisted_address_is_not_blocked(
     engine = ingest(sorted(lines), "[enforcement]\nrange_offenders = 3\n", allowed="198.51.100.200")
     with engine.connect() as connection:
         assert {d.scope for d in active_decisions(connection, NOW)} == {"ip"}
+
+
+def refused_by_table(when: datetime, ip: str, decision: int, pid: int, rcpt: str) -> list[str]:
+    """What Postfix logs when a relaywatch ``cidr:`` table refuses a client (Postfix 3.7)."""
+    stamp = when.strftime("%Y-%m-%dT%H:%M:%S.000000+00:00")
+    text = refusal_text_for(decision)
+    return [
+        f"{stamp} mx1 postfix/smtpd[{pid}]: connect from unknown[{ip}]",
+        f"{stamp} mx1 postfix/smtpd[{pid}]: NOQUEUE: reject: RCPT from unknown[{ip}]: 554 5.7.1"
+        f" <unknown[{ip}]>: Client host rejected: {text}; from=<a@b.example> to=<{rcpt}>"
+        " proto=ESMTP helo=<h.example>",
+        f"{stamp} mx1 postfix/smtpd[{pid}]: disconnect from unknown[{ip}] ehlo=1 mail=1"
+        " rcpt=0/1 quit=1 commands=3/4",
+    ]
+
+
+def refusal_text_for(decision: int) -> str:
+    return f"relaywatch decision {decision}: relay abuse, blocked until 2030-01-01T00:00:00Z"
+
+
+def test_refusals_the_mail_server_made_because_of_a_decision_are_hits_not_attempts(
+    ingest: Callable[..., Engine], engine: Engine
+) -> None:
+    with engine.begin() as connection:
+        made = block(connection, "203.0.113.7", duration=HOUR, reason="", now=NOW,
+                     never_block=never(engine))  # fmt: skip
+    start = NOW - timedelta(minutes=5)
+    hostile = f"x>: Client host rejected: {refusal_text_for(made.id)}@outside.example"
+    lines = [
+        *refused_by_table(start, "203.0.113.7", made.id, 101, "v1@outside.example"),
+        *refused_by_table(
+            start + timedelta(seconds=7), "203.0.113.7", made.id, 102, "v2@o.example"
+        ),
+        *probe(start + timedelta(seconds=9), "198.51.100.9", rcpt=hostile, pid=103),
+    ]
+    ingest(lines)
+    ingest(lines)  # read again: nothing counted twice
+    with engine.connect() as connection:
+        [decision] = decisions_for(connection, "203.0.113.7")
+        assert decisions_for(connection, "198.51.100.9") == []
+        offenders = connection.exec_driver_sql("SELECT ip, relay_attempts FROM offenders").all()
+    assert decision.hits == 2
+    assert decision.last_hit_at == start + timedelta(seconds=7)
+    assert offenders == [("198.51.100.9", 1)]  # the probe; the two refusals are not attempts
