@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import shlex
 import socket
 import tomllib
 from datetime import timedelta, tzinfo
@@ -23,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -186,13 +188,82 @@ class ApiSettings(_Section):
     tokens: list[ApiToken] = Field(default_factory=list)
 
 
+# What each sink type must be given, and what else it may be given (besides ``dry_run``).
+_SINK_NEEDS: dict[str, tuple[str, ...]] = {
+    "postfix-cidr": ("path",), "postfix-policy": (), "exim": ("path",), "sendmail": ("path",),
+    "exchange": ("path",), "nftables": ("path",), "rbldnsd": ("path",), "webhook": ("url",),
+}  # fmt: skip
+_SINK_MAY: dict[str, tuple[str, ...]] = {
+    "postfix-cidr": ("reload_command",),
+    "postfix-policy": ("listen",),
+    "exim": ("reload_command",),
+    "sendmail": ("reload_command", "makemap_command"),
+    "exchange": ("reload_command",),
+    "nftables": ("reload_command", "nft_table", "nft_set"),
+    "rbldnsd": ("reload_command",),
+    "webhook": ("timeout", "tries"),
+}
+_NFT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
 class SinkSettings(_Section):
+    """One ``[[sinks]]`` entry (DESIGN.md §4).  A field its type needs and lacks, or one its
+    type does not use, is an error naming the field."""
+
     type: Literal[SINK_TYPES]  # type: ignore[valid-type]
-    path: Path | None = None
-    listen: str | None = None
-    reload_command: str | None = None
-    url: str | None = None
-    dry_run: bool = False
+    path: Path | None = Field(default=None, validate_default=True)  # the file a sink keeps
+    listen: str | None = None  # postfix-policy: host:port or unix:/path
+    reload_command: str | None = None  # run after the file changed; failing, the old file stays
+    url: str | None = Field(default=None, validate_default=True)  # webhook: where to POST
+    makemap_command: str | None = None  # sendmail; None: makemap hash PATH (the file on stdin)
+    nft_table: str = "relaywatch"  # nftables: table inet NAME
+    nft_set: str = "relay_abusers"  # nftables: sets NAME_v4 and NAME_v6
+    timeout: Duration = timedelta(seconds=10)  # webhook: per request
+    tries: int = Field(default=3, ge=1, le=10)  # webhook: attempts, with back-off between
+    dry_run: bool = False  # render and report; write and run nothing
+
+    @field_validator(
+        "path", "listen", "reload_command", "url", "makemap_command", "nft_table", "nft_set",
+        "timeout", "tries",
+    )  # fmt: skip
+    @classmethod
+    def _fits_type(cls, value: object, info: ValidationInfo) -> object:
+        kind = info.data.get("type")
+        if kind is None:  # the type itself is wrong: that error is the one to report
+            return value
+        name = str(info.field_name)
+        if value is None:
+            if name in _SINK_NEEDS[kind]:
+                raise ValueError(f"required for type {kind}")
+        elif name not in _SINK_NEEDS[kind] + _SINK_MAY[kind]:
+            raise ValueError(f"not used by type {kind}")
+        return value
+
+    @field_validator("reload_command", "makemap_command")
+    @classmethod
+    def _command_line(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                words = shlex.split(value)
+            except ValueError as exc:
+                raise ValueError(f"not a command line ({exc}): {value!r}") from None
+            if not words:
+                raise ValueError("empty command")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"https?://[^/\s]+", value):
+            raise ValueError(f"not an http:// or https:// URL: {value!r}")
+        return value
+
+    @field_validator("nft_table", "nft_set")
+    @classmethod
+    def _nft_name(cls, value: str) -> str:
+        if not _NFT_NAME.fullmatch(value):
+            raise ValueError(f"not an nftables name (a letter, then letters, digits, _): {value!r}")
+        return value
 
 
 class Settings(BaseSettings):
