@@ -11,14 +11,21 @@ knows its own refusals.  IPv6 values are written without brackets, ranges as CID
 Postfix reads a cidr table when an smtpd process starts, so a change reaches new processes
 by itself; ``reload_command = "postfix reload"`` makes it apply at once.  Before the file is
 replaced, ``postmap -q <first value> cidr:<new file>`` (when postmap is on PATH) must answer
-that value's REJECT line without a warning.
+that value's REJECT line without a warning.  postmap runs with a configuration directory of its
+own holding an empty ``main.cf``: a cidr table reads the same whatever main.cf says, and postmap
+refuses to run at all on a host whose Postfix has no main.cf yet.
 """
 
 from __future__ import annotations
 
+import atexit
+import os
 import shutil
+import tempfile
+import time
 from collections.abc import Sequence
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 
 from detector.decide import Decision, normal_value
@@ -39,6 +46,19 @@ def render_cidr(decisions: Sequence[Decision], now: datetime) -> Rendered:
     return Rendered(HEADER + "".join(lines), len(entries), problems)
 
 
+@cache
+def postmap_config() -> str:
+    """postmap's own configuration directory, made once per process and removed at exit: an
+    empty main.cf, dated a minute back (Postfix waits two seconds for a main.cf written within
+    the last second to settle)."""
+    directory = tempfile.mkdtemp(prefix="relaywatch-postmap-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    main_cf = Path(directory, "main.cf")
+    main_cf.write_text("")
+    os.utime(main_cf, (time.time() - 60, time.time() - 60))
+    return directory
+
+
 class PostfixCidrSink(FileSink):
     kind = "postfix-cidr"
 
@@ -56,7 +76,7 @@ class PostfixCidrSink(FileSink):
             return "empty table, nothing to check"
         value, action = first.split(None, 1)
         address = value.partition("/")[0]
-        done = run([postmap, "-q", address, f"cidr:{candidate}"])
+        done = run([postmap, "-c", postmap_config(), "-q", address, f"cidr:{candidate}"])
         if done.stdout.strip() != action or done.stderr.strip():
             said = first_line(done.stderr) or repr(done.stdout.strip())
             raise StepFailed(f"postmap -q {address} did not answer the table's line: {said}")

@@ -97,7 +97,6 @@ def test_the_owner_of_the_replaced_file_is_kept(tmp_path: Path) -> None:
     assert (path.stat().st_uid, path.stat().st_gid) == (4321, 4322)
 
 
-@pytest.mark.usefixtures("postfix_config")
 def test_a_failing_reload_puts_the_previous_file_back_and_says_why(tmp_path: Path) -> None:
     path = tmp_path / "relaywatch.cidr"
     PostfixCidrSink(SinkSettings(type="postfix-cidr", path=path)).sync(FIRST, NOW)

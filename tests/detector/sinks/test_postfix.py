@@ -10,7 +10,7 @@ import pytest
 
 from detector.config import SinkSettings
 from detector.sinks.files import StepFailed
-from detector.sinks.postfix import PostfixCidrSink, render_cidr
+from detector.sinks.postfix import PostfixCidrSink, postmap_config, render_cidr
 from tests.detector.sinks.factories import NOW, decision, expired
 
 POSTMAP = shutil.which("postmap")
@@ -45,7 +45,6 @@ def test_a_client_inside_a_blocked_range_meets_its_own_decision_first() -> None:
 
 
 @needs_postmap
-@pytest.mark.usefixtures("postfix_config")
 def test_postmap_reads_the_table_as_written(tmp_path: Path) -> None:
     path = tmp_path / "relaywatch.cidr"
     decisions = [
@@ -57,13 +56,15 @@ def test_postmap_reads_the_table_as_written(tmp_path: Path) -> None:
     assert result.ok and result.message == "wrote 3 entries (checked by postmap)"
     for client, d in [("203.0.113.7", 12), ("2001:db8::5", 13), ("198.51.100.99", 14)]:
         answer = subprocess.run(
-            [str(POSTMAP), "-q", client, f"cidr:{path}"], capture_output=True, text=True, check=True
+            [str(POSTMAP), "-c", postmap_config(), "-q", client, f"cidr:{path}"],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         assert answer.stdout == f"REJECT relaywatch decision {d}: {UNTIL} 2026-12-02T10:00:00Z\n"
 
 
 @needs_postmap
-@pytest.mark.usefixtures("postfix_config")
 def test_the_postmap_check_refuses_a_table_postfix_would_skip_lines_of(tmp_path: Path) -> None:
     candidate = tmp_path / "candidate.cidr"
     candidate.write_text("198.51.100.7/24  REJECT relaywatch decision 1: x\n")
@@ -72,7 +73,6 @@ def test_the_postmap_check_refuses_a_table_postfix_would_skip_lines_of(tmp_path:
 
 
 @needs_postmap
-@pytest.mark.usefixtures("postfix_config")
 def test_check_runs_postmap_on_the_rendered_table_without_touching_the_file(tmp_path: Path) -> None:
     path = tmp_path / "relaywatch.cidr"
     result = sink(path).check([decision(12, "203.0.113.7")], NOW)
@@ -85,7 +85,7 @@ def test_a_failing_postmap_keeps_the_old_table(
 ) -> None:
     tools = tmp_path / "bin"
     tools.mkdir()
-    fatal = "postmap: fatal: open /etc/postfix/main.cf: No such file or directory"
+    fatal = "postmap: fatal: cidr table: line 4: bad net/mask pattern"
     (tools / "postmap").write_text(f"#!/bin/sh\necho '{fatal}' >&2\nexit 1\n")
     (tools / "postmap").chmod(0o755)
     monkeypatch.setenv("PATH", f"{tools}:/usr/bin:/bin")
@@ -95,7 +95,7 @@ def test_a_failing_postmap_keeps_the_old_table(
         [decision(12, "203.0.113.7")], NOW
     )
     assert not result.ok and not result.changed
-    postmap = f"{tools / 'postmap'} -q 203.0.113.7 cidr:{tmp_path}/.relaywatch.cidr."
+    postmap = f"{tools / 'postmap'} -c {postmap_config()} -q 203.0.113.7 cidr:{tmp_path}/"
     assert result.message.startswith(f"check failed, file kept: {postmap}")
     assert result.message.endswith(f".tmp failed (exit status 1): {fatal}")
     assert path.read_text() == "# the table from before\n"
