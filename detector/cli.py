@@ -394,6 +394,38 @@ def allow(ctx: click.Context, cidr: str, comment: str) -> None:
         click.echo(f"unblocked {d.value} (decision #{d.id})")
 
 
+@main.group()
+def sinks() -> None:
+    """The enforcement targets of the configuration ([[sinks]])."""
+
+
+@sinks.command("check")
+@click.pass_context
+def sinks_check(ctx: click.Context) -> None:
+    """Render every sink for the decisions in force and run its check; apply nothing."""
+    from detector.decide import active_decisions
+    from detector.sinks import make_sinks
+    from detector.store.session import open_database
+
+    settings = _settings(ctx)
+    if not settings.sinks:
+        _fail("no [[sinks]] configured: nothing to check")
+    engine = open_database(settings.database.url)
+    now = datetime.now(UTC)
+    with engine.connect() as connection:
+        decisions = active_decisions(connection, now)
+    failed = 0
+    for sink in make_sinks(settings):
+        try:
+            result = sink.check(decisions, now)
+        finally:
+            sink.close()
+        failed += not result.ok
+        click.echo(f"{'ok  ' if result.ok else 'FAIL'} {result.sink}: {result.message}")
+    if failed:
+        _fail(f"{failed} of {len(settings.sinks)} sinks failed their check")
+
+
 @main.command()
 @click.pass_context
 def run(ctx: click.Context) -> None:

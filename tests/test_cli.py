@@ -597,3 +597,32 @@ def test_an_allowlisted_address_is_not_blocked_by_hand(run: Run, config: Path) -
 def test_block_with_a_bad_duration_is_a_usage_error(run: Run, config: Path) -> None:
     result = run("--config", config, "block", "203.0.113.7", "--duration", "soon")
     assert result.returncode == 2 and "invalid duration 'soon'" in result.stderr
+
+
+def test_sinks_check_renders_every_sink_and_fails_when_a_check_does(
+    run: Run, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    cidr, hosts = tmp_path / "relaywatch.cidr", tmp_path / "exim-hosts"
+    config = write_config(
+        f'[[sinks]]\ntype = "postfix-cidr"\npath = "{cidr}"\n'
+        f'[[sinks]]\ntype = "exim"\npath = "{hosts}"\n'
+    )
+    assert run("--config", config, "block", "203.0.113.7").returncode == 0
+    checked = run("--config", config, "sinks", "check")
+    assert checked.returncode == 0, checked.stderr
+    lines = checked.stdout.splitlines()
+    assert lines[0].startswith(f"ok   postfix-cidr {cidr}: rendered 1 entry")
+    assert lines[1].startswith(f"ok   exim {hosts}: rendered 1 entry")
+    assert not cidr.exists() and not hosts.exists()  # checked, not applied
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "postmap").write_text("#!/bin/sh\necho 'postmap: fatal: bad table' >&2\nexit 1\n")
+    (tools / "postmap").chmod(0o755)
+    failing = run("--config", config, "sinks", "check", env={"PATH": f"{tools}:/usr/bin:/bin"})
+    assert failing.stdout.startswith(f"FAIL postfix-cidr {cidr}: ")
+    assert "postmap: fatal: bad table" in failing.stdout
+    assert_one_line_error(failing, "1 of 2 sinks failed their check")
+
+
+def test_sinks_check_without_sinks_says_so(run: Run, config: Path) -> None:
+    assert_one_line_error(run("--config", config, "sinks", "check"), "no [[sinks]] configured")
