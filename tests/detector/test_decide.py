@@ -261,3 +261,23 @@ def test_refusals_the_mail_server_made_because_of_a_decision_are_hits_not_attemp
     assert decision.hits == 2
     assert decision.last_hit_at == start + timedelta(seconds=7)
     assert offenders == [("198.51.100.9", 1)]  # the probe; the two refusals are not attempts
+
+
+def test_a_refusal_at_connect_time_is_a_hit_too(
+    ingest: Callable[..., Engine], engine: Engine
+) -> None:
+    """smtpd_delay_reject = no: the greeting itself is the refusal (as Postfix 3.7 logs it)."""
+    with engine.begin() as connection:
+        made = block(connection, "203.0.113.7", duration=HOUR, reason="", now=NOW,
+                     never_block=never(engine))  # fmt: skip
+    stamp = (NOW - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S.000000+00:00")
+    ingest([
+        f"{stamp} mx1 postfix/smtpd[27300]: connect from unknown[203.0.113.7]",
+        f"{stamp} mx1 postfix/smtpd[27300]: NOQUEUE: reject: CONNECT from unknown[203.0.113.7]: "
+        f"554 5.7.1 <unknown[203.0.113.7]>: Client host rejected: {refusal_text(made)}; "
+        "proto=SMTP",
+        f"{stamp} mx1 postfix/smtpd[27300]: disconnect from unknown[203.0.113.7] commands=0/0",
+    ])  # fmt: skip
+    with engine.connect() as connection:
+        [decision] = decisions_for(connection, "203.0.113.7")
+    assert decision.hits == 1
