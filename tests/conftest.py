@@ -20,6 +20,8 @@ POSTFIX_37 = CORPUS / "postfix" / "generated-local-postfix-3.7.11"
 
 PG_URL = os.environ.get("RELAYWATCH_TEST_DATABASE_URL")
 
+pytest_plugins = ["tests.postfix"]  # the postfix and postfix_factory fixtures
+
 
 def corpus_path(*parts: str) -> Path:
     """A file of ../shared/corpus; skipped with the reason when absent, failing when required."""
