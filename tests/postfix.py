@@ -29,8 +29,9 @@ main.cf, and why:
 
 A cidr: table is read when an smtpd process starts and a reused smtpd keeps the old one, so a
 sink that rewrites it must run ``reload_command`` (``postfix -c <config_directory> reload``).
-That command returns before the old smtpd processes have gone (about 0.05 s here), and one of
-them may still take a client connecting in that moment: ``reload()`` waits until they exit.
+That command returns (in about 0.03 s) before the old smtpd processes have gone, and one of
+them may take a client connecting in that moment (a test failed so 3 times in about 25 runs
+here), so ``reload()`` waits until they have exited (0.04-0.06 s in all, here).
 
 Log lines observed in maillog_file (relaywatch must recognise each; the format has no year, and
 no DNS means "unknown[IP]"). start() greets once from 127.0.0.1: a connect and a disconnect.
@@ -373,7 +374,7 @@ class PostfixInstance:
     def reload(self, timeout: float = 10.0) -> None:
         """``postfix -c DIR reload``, and wait until every smtpd started before it has exited:
         the command returns at once, and an idle old smtpd (old tables) can still take a
-        client that connects in the next few milliseconds (seen here about 1 run in 20)."""
+        client that connects in the next few milliseconds."""
         old = self.processes("smtpd")
         self._run("reload")
         self.wait_until_exited(old, timeout)
