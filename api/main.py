@@ -13,10 +13,13 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException
 
-from api.routes import health, offenders, transactions
+from api.auth import AccessDenied
+from api.routes import allowlist, blocklist, crowdsec, decisions, health, offenders, transactions
+from api.routes.crowdsec import BouncerStreams
 from api.schemas import Problem
 from detector.config import Settings
 from detector.daemon import Status
+from detector.decide import Refused
 from detector.errors import RelaywatchError
 
 API_THREADS = 8
@@ -48,24 +51,39 @@ def create_app(
     app.state.settings = settings
     app.state.engine = engine
     app.state.status = status
+    app.state.bouncer_streams = BouncerStreams()  # what each CrowdSec bouncer holds
     problems: dict[int | str, dict[str, Any]] = {
         status: {"model": Problem, "description": "the request cannot be answered (why: detail)"}
         for status in (400, 404, 422)
     }
-    for router in (health.router, offenders.router, transactions.router):
+    routers = (health.router, offenders.router, transactions.router, decisions.router,
+               crowdsec.router, allowlist.router, blocklist.router)  # fmt: skip
+    for router in routers:
         app.include_router(router, responses=problems)
     _error_handlers(app)
     return app
 
 
-def _problem(status: int, error: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+def _problem(
+    status: int, error: str, detail: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
 
 
 def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RelaywatchError)
     async def relaywatch_error(_request: Request, exc: RelaywatchError) -> JSONResponse:
         return _problem(exc.status_code, type(exc).__name__, str(exc))
+
+    @app.exception_handler(Refused)
+    async def refused(_request: Request, exc: Refused) -> JSONResponse:
+        return _problem(422, "refused", str(exc))
+
+    @app.exception_handler(AccessDenied)
+    async def access_denied(_request: Request, exc: AccessDenied) -> JSONResponse:
+        if exc.status_code == 401:
+            return _problem(401, "unauthorized", str(exc), {"WWW-Authenticate": "Bearer"})
+        return _problem(exc.status_code, "forbidden", str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,8 +1,12 @@
-"""Response bodies, as documented in the OpenAPI schema."""
+"""Request and response bodies, as documented in the OpenAPI schema."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from datetime import timedelta
+
+from pydantic import BaseModel, Field, field_validator
+
+from detector.config import format_duration, parse_duration
 
 
 class OffenderOut(BaseModel):
@@ -93,3 +97,83 @@ class Health(BaseModel):
 class Problem(BaseModel):
     error: str
     detail: str
+
+
+# enforcement: manual decisions, the allowlist, the CrowdSec-compatible bouncer API
+
+_ONE_LINE = r"^[^\x00-\x1f\x7f]*$"  # reasons and comments end up in map files and logs
+MAX_MANUAL_BLOCK = timedelta(days=3650)
+"""The longest manual block: a permanent one belongs in the mail server's own configuration."""
+
+
+class BlockRequest(BaseModel):
+    value: str = Field(
+        min_length=1, max_length=64, description="an IP address or a CIDR range",
+        examples=["203.0.113.7", "198.51.100.0/24"],
+    )  # fmt: skip
+    duration: str | None = Field(
+        default=None, description="30m, 1h, 7d …; [scoring] block_duration when left out",
+        examples=["1h"],
+    )  # fmt: skip
+    reason: str = Field(default="", max_length=500, pattern=_ONE_LINE)
+
+    @field_validator("duration")
+    @classmethod
+    def _a_duration(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            length = parse_duration(value)
+        except OverflowError:
+            length = MAX_MANUAL_BLOCK * 2
+        if length > MAX_MANUAL_BLOCK:
+            longest = format_duration(MAX_MANUAL_BLOCK)
+            raise ValueError(f"duration {value!r} is longer than {longest}")
+        return value
+
+
+class DecisionRecord(DecisionOut):
+    hits: int  # refusals the mail servers logged because of it
+
+
+class AllowRequest(BaseModel):
+    network: str = Field(
+        min_length=1, max_length=64, description="an IP address or a CIDR range",
+        examples=["198.51.100.0/24"],
+    )  # fmt: skip
+    comment: str = Field(default="", max_length=500, pattern=_ONE_LINE)
+
+
+class AllowEntryOut(BaseModel):
+    id: int
+    network: str
+    comment: str
+    created_at: str
+
+
+class AllowResult(AllowEntryOut):
+    revoked_decisions: list[int]  # ids of the blocks in force that the entry lifted
+
+
+class AllowList(BaseModel):
+    allowlist: list[AllowEntryOut]
+
+
+class CrowdSecDecision(BaseModel):
+    """A decision as CrowdSec's Local API shows it to bouncers (its swagger ``Decision``)."""
+
+    id: int
+    origin: str
+    type: str
+    scope: str
+    value: str
+    duration: str
+    scenario: str
+    until: str
+    uuid: str
+    simulated: bool
+
+
+class CrowdSecStream(BaseModel):
+    new: list[CrowdSecDecision] | None
+    deleted: list[CrowdSecDecision] | None
