@@ -76,6 +76,9 @@ class DecisionOut(BaseModel):
     expires_at: str
     revoked_at: str | None
     active: bool
+    hits: int  # refusals because of it that the mail servers logged
+    last_hit_at: str | None
+    policy_rejects: int  # requests the Postfix policy service refused because of it
 
 
 class OffenderDetail(OffenderOut):
@@ -92,6 +95,7 @@ class Health(BaseModel):
     status: str
     database: str
     sources: list[dict[str, object]]
+    sinks: list[dict[str, object]] = []  # each sink's last sync: ok, entries, message
 
 
 class Problem(BaseModel):
@@ -130,10 +134,6 @@ class BlockRequest(BaseModel):
             longest = format_duration(MAX_MANUAL_BLOCK)
             raise ValueError(f"duration {value!r} is longer than {longest}")
         return value
-
-
-class DecisionRecord(DecisionOut):
-    hits: int  # refusals the mail servers logged because of it
 
 
 class AllowRequest(BaseModel):

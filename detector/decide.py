@@ -15,10 +15,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, case, delete, insert, literal, select, update
+from sqlalchemy import Connection, case, delete, func, insert, literal, select, update
 
 from detector.config import ScoringSettings
-from detector.store.models import AllowEntry, DecisionRow, UtcDateTime
+from detector.store.models import AllowEntry, DecisionRow, PolicyRequestRow, UtcDateTime
 from detector.transactions import Transaction
 
 AUTO = "auto"
@@ -305,3 +305,16 @@ def record_hits(connection: Connection, transactions: Iterable[Transaction]) -> 
             )
         )
     return sum(map(len, hits.values()))
+
+
+def policy_rejects(connection: Connection, decision_ids: Iterable[int]) -> dict[int, int]:
+    """How many requests the Postfix policy service refused because of each decision."""
+    wanted = sorted(set(decision_ids))
+    if not wanted:
+        return {}
+    rows = connection.execute(
+        select(PolicyRequestRow.decision_id, func.count())
+        .where(PolicyRequestRow.decision_id.in_(wanted))
+        .group_by(PolicyRequestRow.decision_id)
+    )
+    return {decision_id: count for decision_id, count in rows if decision_id is not None}

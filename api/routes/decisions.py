@@ -15,16 +15,15 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine
 
 from api.auth import WriteToken
 from api.deps import AppSettings
-from api.schemas import BlockRequest, DecisionRecord, Problem
+from api.schemas import BlockRequest, DecisionOut, Problem
 from detector.config import parse_duration
-from detector.decide import Decision, NeverBlock, block, revoke
+from detector.decide import Decision, NeverBlock, block, policy_rejects, revoke
 from detector.errors import NotFound
 from detector.render import iso
-from detector.store.models import DecisionRow
 
 logger = logging.getLogger(__name__)
 
@@ -44,22 +43,26 @@ def now_utc() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-def record(connection: Connection, decision: Decision, now: datetime) -> DecisionRecord:
-    hits = connection.execute(
-        select(DecisionRow.hits).where(DecisionRow.id == decision.id)
-    ).scalar_one()
-    return DecisionRecord(
-        id=decision.id, value=decision.value, scope=decision.scope, origin=decision.origin,
-        reason=decision.reason, created_at=iso(decision.created_at) or "",
-        expires_at=iso(decision.expires_at) or "", revoked_at=iso(decision.revoked_at),
-        active=decision.active(now), hits=hits,
-    )  # fmt: skip
+def decisions_out(
+    connection: Connection, decisions: list[Decision], now: datetime
+) -> list[DecisionOut]:
+    """Decisions as the API answers them, with how often they were enforced."""
+    rejects = policy_rejects(connection, (d.id for d in decisions))
+    return [
+        DecisionOut(
+            id=d.id, value=d.value, scope=d.scope, origin=d.origin, reason=d.reason,
+            created_at=iso(d.created_at) or "", expires_at=iso(d.expires_at) or "",
+            revoked_at=iso(d.revoked_at), active=d.active(now), hits=d.hits,
+            last_hit_at=iso(d.last_hit_at), policy_rejects=rejects.get(d.id, 0),
+        )
+        for d in decisions
+    ]  # fmt: skip
 
 
 @router.post(
     "",
     status_code=201,
-    response_model=DecisionRecord,
+    response_model=DecisionOut,
     responses={**WRITE_PROBLEMS, 422: {"model": Problem, "description": (
         "a value that must never be blocked (an internal network, an address of the relay "
         "host, an allowlisted network) or is not an IP address or CIDR range; detail says which"
@@ -67,7 +70,7 @@ def record(connection: Connection, decision: Decision, now: datetime) -> Decisio
 )  # fmt: skip
 def block_value(
     request: Request, body: BlockRequest, settings: AppSettings, token: WriteToken
-) -> DecisionRecord:
+) -> DecisionOut:
     """Block an IP address or a CIDR range by hand (needs a write token, ``Authorization:
     Bearer``), replacing its blocks in force.  Answers 201 with the decision.
 
@@ -82,7 +85,7 @@ def block_value(
             connection, body.value, duration=duration, reason=body.reason, now=now,
             never_block=never_block,
         )  # fmt: skip
-        answer = record(connection, made, now)
+        [answer] = decisions_out(connection, [made], now)
     logger.info(
         "decision %d: %s blocked until %s by API token %r",
         made.id, made.value, answer.expires_at, token.name,
@@ -90,8 +93,8 @@ def block_value(
     return answer
 
 
-@router.delete("/{decision_id}", response_model=DecisionRecord, responses=WRITE_PROBLEMS)
-def revoke_decision(request: Request, decision_id: DecisionId, token: WriteToken) -> DecisionRecord:
+@router.delete("/{decision_id}", response_model=DecisionOut, responses=WRITE_PROBLEMS)
+def revoke_decision(request: Request, decision_id: DecisionId, token: WriteToken) -> DecisionOut:
     """Lift one decision in force (needs a write token); 404 when there is none with that id
     in force (never made, expired or revoked already).  Answers with the revoked decision."""
     engine: Engine = request.app.state.engine
@@ -100,6 +103,6 @@ def revoke_decision(request: Request, decision_id: DecisionId, token: WriteToken
         revoked = revoke(connection, decision_id, now)
         if revoked is None:
             raise NotFound(f"no decision {decision_id} is in force")
-        answer = record(connection, revoked, now)
+        [answer] = decisions_out(connection, [revoked], now)
     logger.info("decision %d: %s revoked by API token %r", revoked.id, revoked.value, token.name)
     return answer

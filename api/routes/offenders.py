@@ -8,10 +8,11 @@ from fastapi import APIRouter, Query, Response
 
 from api.deps import DbConnection
 from api.params import since_param
+from api.routes.decisions import decisions_out
 from api.schemas import OffenderDetail, OffenderList
 from detector.decide import decisions_for
 from detector.errors import InputError
-from detector.render import iso, render_offenders
+from detector.render import render_offenders
 from detector.store.queries import evidence, get_offender, list_offenders, normalise_ip
 
 router = APIRouter(prefix="/v1/offenders", tags=["offenders"])
@@ -70,12 +71,7 @@ def offender(connection: DbConnection, ip: str) -> OffenderDetail:
     ip = normalise_ip(ip)
     now = datetime.now(UTC)
     found = get_offender(connection, ip, now)
-    decisions = [
-        {"id": d.id, "value": d.value, "scope": d.scope, "origin": d.origin, "reason": d.reason,
-         "created_at": iso(d.created_at), "expires_at": iso(d.expires_at),
-         "revoked_at": iso(d.revoked_at), "active": d.active(now)}
-        for d in decisions_for(connection, ip)
-    ]  # fmt: skip
+    decisions = decisions_out(connection, decisions_for(connection, ip), now)
     return OffenderDetail.model_validate(
         {**found.as_json(), "decisions": decisions, "transactions": evidence(connection, ip)}
     )

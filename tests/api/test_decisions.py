@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, insert, update
 
 from api.main import create_app
 from detector.decide import active_decisions, decisions_for
 from detector.sinks import BLOCKLIST_FORMATS
-from detector.store.models import DecisionRow
+from detector.store.models import DecisionRow, PolicyRequestRow
 from detector.store.session import open_database
 from tests.api.enforcement import (
     OWN_ADDRESS,
@@ -29,7 +29,7 @@ from tests.api.enforcement import (
 
 DECISION_KEYS = [
     "id", "value", "scope", "origin", "reason", "created_at", "expires_at", "revoked_at",
-    "active", "hits",
+    "active", "hits", "last_hit_at", "policy_rejects",
 ]  # fmt: skip
 WRITE = bearer(WRITER)
 
@@ -203,10 +203,24 @@ def test_deleting_an_expired_or_unknown_decision_is_404(client: TestClient, engi
 
 def test_a_revoked_decision_says_how_often_it_refused(client: TestClient, engine: Engine) -> None:
     made = post_block(client, value="203.0.113.7")
+    last = datetime(2026, 12, 2, 1, 2, 3, tzinfo=UTC)
     with engine.begin() as connection:
-        connection.execute(update(DecisionRow).where(DecisionRow.id == made["id"]).values(hits=3))
+        connection.execute(
+            update(DecisionRow).where(DecisionRow.id == made["id"]).values(hits=3, last_hit_at=last)
+        )
+        connection.execute(insert(PolicyRequestRow), [
+            {"time": 1.0 + n, "protocol_state": "RCPT", "client_ip": "203.0.113.7",
+             "action": "REJECT …", "decision_id": made["id"] if n < 2 else None}
+            for n in range(3)
+        ])  # fmt: skip
     response = client.delete(f"/v1/decisions/{made['id']}", headers=WRITE)
-    assert response.status_code == 200 and response.json()["hits"] == 3
+    assert response.status_code == 200
+    answer = response.json()
+    assert (answer["hits"], answer["last_hit_at"], answer["policy_rejects"]) == (
+        3,
+        "2026-12-02T01:02:03Z",
+        2,
+    )
 
 
 # /v1/allowlist
