@@ -272,18 +272,51 @@ def offenders(ctx: click.Context, output: str, since: datetime | None, blocked: 
 @click.pass_context
 def explain(ctx: click.Context, ip: str) -> None:
     """Why an address is an offender: score, rules that fired, decisions, evidence lines."""
-    from detector.decide import decisions_for
-    from detector.store.queries import evidence, get_offender
+    from detector.decide import decisions_for, policy_rejects
+    from detector.errors import NotFound
+    from detector.store.queries import evidence, get_offender, normalise_ip
     from detector.store.session import open_database
 
     settings = _settings(ctx)
     engine = open_database(settings.database.url)
     now = datetime.now(UTC)
+    ip = normalise_ip(ip)
     with engine.connect() as connection:
-        offender = get_offender(connection, ip, now)
-        ip = offender.ip
         decisions = decisions_for(connection, ip)
-        transactions = evidence(connection, ip, limit=20)
+        try:
+            offender = get_offender(connection, ip, now)
+        except NotFound:
+            if not decisions:
+                raise
+            offender = None
+        rejects = policy_rejects(connection, (d.id for d in decisions))
+        transactions = evidence(connection, ip, limit=20) if offender else []
+    if offender is None:
+        click.echo(f"{ip}: no relay attempts stored")
+    else:
+        _explain_offender(offender, settings)
+    click.echo("decisions:" if decisions else "decisions: none")
+    for d in decisions:
+        state = "active" if d.active(now) else ("revoked" if d.revoked_at else "expired")
+        click.echo(
+            f"  #{d.id} {d.origin} block {iso(d.created_at)} .. {iso(d.expires_at)} "
+            f"({state}): {d.reason}"
+        )
+        if d.hits:
+            click.echo(f"    enforced: {d.hits} refusals in the mail log because of it, the "
+                       f"last at {iso(d.last_hit_at)}")  # fmt: skip
+        if rejects.get(d.id):
+            click.echo(f"    enforced: {rejects[d.id]} requests refused by the policy service")
+    if offender is None:
+        return
+    click.echo(f"evidence (latest {len(transactions)} transactions):")
+    for txn in transactions:
+        click.echo(f"  {txn['started_at']} {txn['host']} {txn['queue_id'] or 'NOQUEUE'}")
+        for line in txn["lines"]:
+            click.echo(f"    {line}")
+
+
+def _explain_offender(offender: Any, settings: Settings) -> None:
     click.echo(f"{offender.ip}: score {offender.score:g}")
     click.echo(
         f"  relay attempts: {offender.relay_attempts} ({offender.refused_relays} refused, "
@@ -299,21 +332,6 @@ def explain(ctx: click.Context, ip: str) -> None:
         f"  (blocks at {rules.refused_relays_to_block} refused or "
         f"{rules.accepted_relays_to_block} accepted within {format_duration(rules.window)})"
     )
-    click.echo("decisions:" if decisions else "decisions: none")
-    for d in decisions:
-        state = "active" if d.active(now) else ("revoked" if d.revoked_at else "expired")
-        click.echo(
-            f"  #{d.id} {d.origin} block {iso(d.created_at)} .. {iso(d.expires_at)} "
-            f"({state}): {d.reason}"
-        )
-        if d.hits:
-            click.echo(f"    enforced: the mail server refused it {d.hits} times because of "
-                       f"it, last at {iso(d.last_hit_at)}")  # fmt: skip
-    click.echo(f"evidence (latest {len(transactions)} transactions):")
-    for txn in transactions:
-        click.echo(f"  {txn['started_at']} {txn['host']} {txn['queue_id'] or 'NOQUEUE'}")
-        for line in txn["lines"]:
-            click.echo(f"    {line}")
 
 
 def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:

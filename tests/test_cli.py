@@ -626,3 +626,25 @@ def test_sinks_check_renders_every_sink_and_fails_when_a_check_does(
 
 def test_sinks_check_without_sinks_says_so(run: Run, config: Path) -> None:
     assert_one_line_error(run("--config", config, "sinks", "check"), "no [[sinks]] configured")
+
+
+def test_explain_shows_how_often_the_mail_server_enforced_a_block(
+    run: Run, config: Path, tmp_path: Path
+) -> None:
+    assert run("--config", config, "block", "203.0.113.7").returncode == 0
+    text = "relaywatch decision 1: relay abuse, blocked until 2030-01-01T00:00:00Z"
+    log = tmp_path / "mail.log"
+    log.write_text("".join(
+        f"2026-12-02T01:0{n}:00.000000+00:00 mx1 postfix/smtpd[{100 + n}]: NOQUEUE: reject: RCPT"
+        f" from unknown[203.0.113.7]: 554 5.7.1 <unknown[203.0.113.7]>: Client host rejected:"
+        f" {text}; from=<a@b.example> to=<v{n}@outside.example> proto=ESMTP helo=<h>\n"
+        for n in range(3)
+    ))  # fmt: skip
+    assert run("--config", config, "ingest", log, "--host", "mx1").returncode == 0
+    result = run("--config", config, "explain", "203.0.113.7")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "203.0.113.7: no relay attempts stored"  # the refusals are not attempts
+    assert lines[3] == (
+        "    enforced: 3 refusals in the mail log because of it, the last at 2026-12-02T01:02:00Z"
+    )
