@@ -30,6 +30,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from detector.config import Settings, SourceSettings, load_settings
+from detector.enforce import Enforcer
 from detector.errors import DatabaseError, RelaywatchError, SchemaError
 from detector.follow import Wakeup
 from detector.ingest import LiveBatch, Pipeline, SourceReader
@@ -65,6 +66,7 @@ class Status:
         self.database = DatabaseState()
         self.readers: list[SourceReader] = []
         self.held: dict[int, LiveBatch] = {}  # read, not stored yet, by id(reader)
+        self.enforcer: Enforcer | None = None
 
     def sources(self) -> list[dict[str, object]]:
         out: list[dict[str, object]] = []
@@ -80,6 +82,18 @@ class Status:
                 "error": reader.error,
             })  # fmt: skip
         return out
+
+    def sinks(self) -> list[dict[str, object]]:
+        enforcer = self.enforcer
+        if enforcer is None:
+            return []
+        return [
+            {"sink": sink.name, **({"ok": None, "message": "not synced yet"} if result is None
+                                   else {"ok": result.ok, "entries": result.entries,
+                                         "message": result.message})}
+            for sink in enforcer.sinks
+            for result in [enforcer.results.get(sink.name)]
+        ]  # fmt: skip
 
     def database_error(self) -> str | None:
         state = self.database
@@ -120,6 +134,7 @@ class Daemon:
         self.poll = poll
         self.busy_timeout = busy_timeout  # seconds a write waits for another SQLite writer
         self.status = Status()
+        self.enforcer = self.status.enforcer = Enforcer(settings)  # started by run()
         self._stop = threading.Event()
         self._reload = False
         self._wakeup: Wakeup | None = None
@@ -163,10 +178,12 @@ class Daemon:
             # the API's connections read a little each: a small page cache each keeps memory flat
             api_engine = make_engine(self.settings.database.url, self.busy_timeout, API_CACHE_MIB)
             try:
+                self.enforcer.start()
                 self._serve(api_engine)
                 self._follow(engine)
             finally:
                 self._stop_serving()
+                self.enforcer.close()
                 engine.dispose()
                 api_engine.dispose()
         finally:
@@ -238,13 +255,16 @@ class Daemon:
                     delay = self._failed(delay)
                     continue
                 delay = 0.0
+                self.enforcer.tick(engine)
                 if busy:  # lines keep coming: gather them a little, not a commit per write
                     self._stop.wait(max(0.0, BATCH_PAUSE - (time.monotonic() - started)))
                     continue
-                turn = pipeline.pacer.next_turn()
+                turns = [pipeline.pacer.next_turn(), self.enforcer.next_tick()]
+                turn = min((t for t in turns if t is not None), default=None)
                 wait = None if turn is None else max(0.01, turn - time.monotonic())
                 self._wakeup.wait(wait if wait is not None and wait < self.poll else None)
             self._round(pipeline, engine, list(readers.values()), final=True)
+            self.enforcer.tick(engine)
         finally:
             self._wakeup.stop()
             for reader in readers.values():
@@ -331,6 +351,21 @@ class Daemon:
                         time.time() - state.since)  # fmt: skip
             state.error = state.since = None
 
+    def _new_enforcer(self, settings: Settings) -> None:
+        """The sinks of a reloaded configuration, in place of the running ones (kept if the
+        new ones cannot start, e.g. a policy service's port is taken)."""
+        self.enforcer.close()
+        enforcer = Enforcer(settings)
+        try:
+            enforcer.start()
+        except RelaywatchError as exc:
+            log.error("sinks not reloaded: %s; keeping the previous ones", exc)
+            enforcer.close()
+            enforcer = Enforcer(self.settings)
+            enforcer.start()
+        self.enforcer = self.status.enforcer = enforcer
+        log.info("sinks reloaded: %d sinks", len(enforcer.sinks))
+
     def _reloaded(
         self, pipeline: Pipeline, engine: Engine, readers: dict[SourceSettings, SourceReader]
     ) -> Pipeline:
@@ -351,6 +386,11 @@ class Daemon:
             self.status.held.pop(id(reader), None)
             reader.close()
             log.info("no longer following %s", source.path)
+        if (settings.sinks, settings.enforcement) != (
+            self.settings.sinks,
+            self.settings.enforcement,
+        ):
+            self._new_enforcer(settings)
         self.settings = settings
         pacer = pipeline.pacer
         pipeline = Pipeline(settings, engine)

@@ -13,7 +13,7 @@ router = APIRouter(tags=["health"])
 @router.get("/healthz", response_model=Health)
 def healthz(request: Request, response: Response) -> Health:
     """Liveness: the database answers (and, in the daemon, takes writes); each followed source
-    and how far behind it is.  503 while the database does not."""
+    and how far behind it is; each sink's last sync.  503 while the database does not."""
     engine: Engine = request.app.state.engine
     try:
         with engine.connect() as connection:  # here, not as a dependency: failing is an answer
@@ -23,10 +23,11 @@ def healthz(request: Request, response: Response) -> Health:
         database = f"unavailable: {type(exc).__name__}"
     status: Status | None = request.app.state.status
     sources: list[dict[str, object]] = []
+    sinks: list[dict[str, object]] = []
     if status is not None:
-        sources = status.sources()
+        sources, sinks = status.sources(), status.sinks()
         database = status.database_error() or database
     if database != "ok":
         response.status_code = 503
     return Health(status="ok" if database == "ok" else "degraded", database=database,
-                  sources=sources)  # fmt: skip
+                  sources=sources, sinks=sinks)  # fmt: skip

@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from detector.config import Settings, SinkSettings
 from detector.decide import Decision, normal_value
@@ -37,9 +36,6 @@ from detector.errors import InputError
 from detector.sinks import exchange, exim, nftables, postfix, rbldnsd, sendmail
 from detector.sinks.sync import Rendered, Sink, SyncResult, blocked, decision_json, in_force
 from detector.sinks.webhook import WebhookSink
-
-if TYPE_CHECKING:
-    from detector.sinks.policy import PolicyRequest
 
 __all__ = ["BLOCKLIST_FORMATS", "Sink", "SyncResult", "make_sinks", "render"]
 
@@ -92,17 +88,14 @@ _SINKS: dict[str, Callable[[SinkSettings], Sink]] = {
 }
 
 
-def make_sinks(
-    settings: Settings, on_policy_request: Callable[[PolicyRequest], None] | None = None
-) -> list[Sink]:
-    """One sink per ``[[sinks]]`` entry, in order.  ``on_policy_request`` is handed to the
-    Postfix policy service, which calls it with every request it answered."""
+def make_sinks(settings: Settings) -> list[Sink]:
+    """One sink per ``[[sinks]]`` entry, in order (a policy service is not started yet)."""
     sinks: list[Sink] = []
     for entry in settings.sinks:
         if entry.type == "postfix-policy":
             from detector.sinks.policy import PolicySink  # it imports this package
 
-            sinks.append(PolicySink(entry, on_request=on_policy_request))
+            sinks.append(PolicySink(entry))
         else:
             sinks.append(_SINKS[entry.type](entry))
     return sinks

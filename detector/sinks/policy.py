@@ -20,10 +20,8 @@ Threads and hand-offs:
   :class:`~detector.errors.ConfigError` there and then) and serves it with asyncio in a daemon
   thread.  No request ever waits on a database: the answer comes from the table alone.
 - Every answered request becomes a :class:`PolicyRequest` appended to one bounded buffer (the
-  oldest record is dropped, and counted, when it is full).  That buffer has one consumer:
-  either the caller, with :meth:`PolicySink.drain` (the daemon stores the records in its own
-  transaction), or, when ``on_request`` is given, the sink's delivery thread, which calls it
-  with each record in order about every 50 ms, so a slow callback never delays an answer.
+  oldest record is dropped, and counted, when it is full), which the daemon empties with
+  :meth:`PolicySink.drain` and stores in its own transaction.
 """
 
 from __future__ import annotations
@@ -56,7 +54,6 @@ SINK_TYPE = "postfix-policy"
 DEFAULT_LISTEN = "127.0.0.1:10040"
 MAX_REQUEST = 64 * 1024  # bytes before the empty line that ends a request
 BUFFER_SIZE = 50_000  # records waiting for the consumer: 10 s at 5,000 requests/s, ~30 MB
-DELIVERY_INTERVAL = 0.05  # seconds between two hand-overs to ``on_request``
 START_TIMEOUT = 10.0  # seconds for the server thread to start serving
 STOP_TIMEOUT = 10.0  # seconds for the server thread to finish after close()
 DUNNO = "DUNNO"
@@ -239,23 +236,20 @@ class PolicySink:
     """The ``postfix-policy`` sink: a policy delegation server answering from the decisions of
     the last :meth:`sync`.
 
-    ``on_request``, when given, receives every :class:`PolicyRequest` in the sink's delivery
-    thread (then :meth:`drain` must not be used); otherwise the owner calls :meth:`drain`.
-    ``clock`` (epoch seconds) decides which decisions have expired at a request.
+    The owner takes the :class:`PolicyRequest` records with :meth:`drain`.  ``clock`` (epoch
+    seconds) decides which decisions have expired at a request.
     """
 
     def __init__(
         self,
         settings: SinkSettings,
         *,
-        on_request: Callable[[PolicyRequest], None] | None = None,
         buffer_size: int = BUFFER_SIZE,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.listen = parse_listen(settings.listen or DEFAULT_LISTEN)
         self.name = f"{SINK_TYPE} {self.listen}"
         self.dry_run = settings.dry_run
-        self._on_request = on_request
         self._clock = clock
         self._table = _EMPTY
         self._records: collections.deque[PolicyRequest] = collections.deque(maxlen=buffer_size)
@@ -268,8 +262,6 @@ class PolicySink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
-        self._delivery: threading.Thread | None = None
-        self._delivery_stop = threading.Event()
         self._open: set[_Connection] = set()  # changed by the server thread only
 
     # ------------------------------------------------------------------ the decisions
@@ -317,11 +309,6 @@ class PolicySink:
 
     def drain(self) -> list[PolicyRequest]:
         """The records buffered since the last call, oldest first."""
-        if self._on_request is not None:
-            raise RuntimeError("this policy sink hands its records to on_request")
-        return self._take()
-
-    def _take(self) -> list[PolicyRequest]:
         with self._records_lock:
             records = list(self._records)
             self._records.clear()
@@ -332,18 +319,6 @@ class PolicySink:
             if len(self._records) == self._records.maxlen:
                 self._dropped += 1
             self._records.append(record)
-
-    def _deliver(self, on_request: Callable[[PolicyRequest], None]) -> None:
-        """The delivery thread: hands the records to ``on_request`` until close()."""
-        while True:
-            stopping = self._delivery_stop.wait(DELIVERY_INTERVAL)
-            for record in self._take():
-                try:
-                    on_request(record)
-                except Exception:
-                    log.exception("postfix-policy: on_request failed; the record is lost")
-            if stopping:
-                return
 
     # ------------------------------------------------------------------ the server
 
@@ -371,18 +346,12 @@ class PolicySink:
         except BaseException:
             self.close()
             raise
-        if self._on_request is not None:
-            self._delivery = threading.Thread(
-                target=self._deliver, args=(self._on_request,), name="relaywatch-policy-records",
-                daemon=True,
-            )  # fmt: skip
-            self._delivery.start()
         mode = " (dry run: answers DUNNO)" if self.dry_run else ""
         log.info("postfix-policy: listening on %s%s", self._bound, mode)
 
     def close(self) -> None:
-        """Stop serving (open connections are closed), hand over the last records, and join
-        the threads.  Safe to call twice."""
+        """Stop serving (open connections are closed) and join the server thread; the records
+        not drained yet stay.  Safe to call twice."""
         loop, thread, stop = self._loop, self._thread, self._stop
         if loop is not None and thread is not None:
             if stop is not None and thread.is_alive():
@@ -392,10 +361,6 @@ class PolicySink:
             if thread.is_alive():
                 log.warning("postfix-policy: the server thread did not stop in %ss", STOP_TIMEOUT)
         self._loop = self._thread = self._stop = None
-        if self._delivery is not None:
-            self._delivery_stop.set()
-            self._delivery.join(STOP_TIMEOUT)
-            self._delivery = None
         self._remove_socket_file()
         self._bound = None
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 import stat
-import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +20,6 @@ from detector.sinks.policy import (
     PolicySink,
     parse_listen,
 )
-from tests.net import wait_for
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -391,30 +389,6 @@ def test_a_full_buffer_drops_the_oldest_records_and_counts_them(
     stats = sink.stats()
     assert (stats.requests, stats.dropped, stats.buffered) == (5, 3, 0)
     assert "3 records dropped" in sink.check([], NOW).message
-
-
-def test_on_request_gets_every_record_in_order(start_sink: StartSink, connect: Connect) -> None:
-    received: list[PolicyRequest] = []
-    threads: set[str] = set()
-
-    def on_request(record: PolicyRequest) -> None:
-        threads.add(threading.current_thread().name)
-        received.append(record)
-
-    sink = start_sink(on_request=on_request)
-    smtpd = connect(sink.address)
-    for n in range(3):
-        smtpd.ask(f"198.51.100.{n}")
-    wait_for(lambda: len(received) == 3, 5, "three records")
-    smtpd.ask("198.51.100.9")
-    sink.close()  # hands over what is left
-
-    assert [r.client_address for r in received] == [
-        "198.51.100.0", "198.51.100.1", "198.51.100.2", "198.51.100.9"
-    ]  # fmt: skip
-    assert threads == {"relaywatch-policy-records"}
-    with pytest.raises(RuntimeError, match="on_request"):
-        sink.drain()
 
 
 def test_unix_socket_replaces_a_stale_file_and_is_open_to_smtpd(

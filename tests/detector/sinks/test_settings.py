@@ -77,8 +77,7 @@ def test_make_sinks_builds_one_sink_per_entry_in_order(
             ("webhook", 'url = "http://127.0.0.1:9/hook"'),
         ]
     )
-    requests: list[object] = []
-    sinks = make_sinks(load_settings(write_config(text), environ={}), requests.append)
+    sinks = make_sinks(load_settings(write_config(text), environ={}))
     try:
         assert [type(s) for s in sinks] == [
             PostfixCidrSink, PolicySink, EximSink, SendmailSink, ExchangeSink, NftablesSink,

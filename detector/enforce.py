@@ -1,0 +1,149 @@
+"""Keeping every sink in step with the decisions in force, inside the daemon.
+
+The daemon ticks the :class:`Enforcer` after every round and at least every
+:data:`TICK` seconds.  A tick reads a small signature of the decisions in force (the highest
+id and the count): when it changed — a block made by the scorer, the API or
+``relaywatch block`` in another process, an unblock, an allowlist entry, an expiry — or when
+``[enforcement] sync_interval`` has passed, every sink gets a full sync of the decisions in
+force (``check`` instead of ``sync`` with ``[enforcement] dry_run``).  A sink that fails
+keeps its previous state; it is logged when it starts and stops failing, and retried at each
+tick until it succeeds (a full sync heals what a failed one missed).
+
+The Postfix policy service records the requests it answers; each tick stores them in
+``policy_requests`` (a tick whose write fails keeps them for the next).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from detector.config import Settings
+from detector.decide import Decision, active_decisions
+from detector.sinks import Sink, SyncResult, make_sinks
+from detector.sinks.policy import PolicyRequest, PolicySink
+from detector.store.models import DecisionRow, PolicyRequestRow
+
+log = logging.getLogger("relaywatch")
+
+TICK = 1.0
+"""Seconds between two looks at the decisions when nothing else wakes the daemon: a block
+made by the API or the CLI reaches the sinks within this."""
+_KEPT_REQUESTS = 100_000
+"""Policy requests kept in memory while the database cannot be written; older ones go."""
+
+
+class Enforcer:
+    """The sinks of the configuration and their last results."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sinks: Sequence[Sink] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sinks = list(make_sinks(settings) if sinks is None else sinks)
+        self.dry_run = settings.enforcement.dry_run
+        self.interval = settings.enforcement.sync_interval.total_seconds()
+        self.results: dict[str, SyncResult] = {}
+        self._clock = clock
+        self._signature: tuple[object, ...] | None = None
+        self._last_sync = float("-inf")
+        self._next_tick = float("-inf")
+        self._requests: list[PolicyRequest] = []
+
+    def start(self) -> None:
+        """Start the sinks that serve (the policy service); a bind failure stops relaywatch."""
+        for sink in self.sinks:
+            if isinstance(sink, PolicySink):
+                sink.start()
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+    def next_tick(self) -> float | None:
+        """When the next tick is due (monotonic), or ``None`` without sinks."""
+        return self._next_tick if self.sinks else None
+
+    def tick(self, engine: Engine, changed: bool = False) -> list[SyncResult]:
+        """Store the policy requests answered since the last tick, and sync every sink when
+        the decisions changed (``changed``: the caller knows they did) or the interval has
+        passed; the results of the syncs made (none when nothing was due)."""
+        if not self.sinks:
+            return []
+        started = self._clock()
+        self._next_tick = started + TICK
+        now = datetime.now(UTC)
+        self._take_requests()
+        try:
+            with engine.begin() as connection:
+                if self._requests:
+                    rows = [_row(r) for r in self._requests]
+                    connection.execute(insert(PolicyRequestRow), rows)
+                signature = _signature(connection, now)
+                due = (
+                    changed
+                    or signature != self._signature
+                    or started - self._last_sync >= self.interval
+                    or not all(r.ok for r in self.results.values())
+                )
+                decisions = active_decisions(connection, now) if due else []
+        except SQLAlchemyError as exc:
+            log.debug("enforcement: cannot use the database (%s); trying again", exc)
+            return []
+        self._requests = []  # stored
+        if not due:
+            return []
+        results = [self._sync(sink, decisions, now) for sink in self.sinks]
+        self._signature, self._last_sync = signature, started
+        return results
+
+    def _sync(self, sink: Sink, decisions: list[Decision], now: datetime) -> SyncResult:
+        try:
+            result = (sink.check if self.dry_run else sink.sync)(decisions, now)
+        except Exception as exc:  # a sink's bug must not stop the others or the daemon
+            log.exception("enforcement: %s failed", sink.name)
+            result = SyncResult(sink.name, False, False, 0, f"{type(exc).__name__}: {exc}")
+        before = self.results.get(sink.name)
+        if not result.ok and (before is None or before.ok):
+            log.error("enforcement: %s: %s", sink.name, result.message)
+        elif result.ok and before is not None and not before.ok:
+            log.warning("enforcement: %s works again: %s", sink.name, result.message)
+        elif result.changed:
+            log.info("enforcement: %s%s", "dry run: " if self.dry_run else "", result.message)
+        self.results[sink.name] = result
+        return result
+
+    def _take_requests(self) -> None:
+        """Take the requests the policy services answered (kept until they are stored)."""
+        for sink in self.sinks:
+            if isinstance(sink, PolicySink):
+                self._requests.extend(sink.drain())
+        del self._requests[:-_KEPT_REQUESTS]
+
+
+def _signature(connection: Connection, now: datetime) -> tuple[object, ...]:
+    """What changes when the decisions in force change: their highest id and their count."""
+    row = connection.execute(
+        select(func.max(DecisionRow.id), func.count()).where(
+            DecisionRow.revoked_at.is_(None), DecisionRow.expires_at > now
+        )
+    ).one()
+    return tuple(row)
+
+
+def _row(request: PolicyRequest) -> dict[str, object]:
+    return {
+        "time": request.time, "protocol_state": request.protocol_state[:16],
+        "client_ip": request.client_address, "client_name": request.client_name or None,
+        "helo": request.helo_name or None, "sender": request.sender or None,
+        "recipient": request.recipient or None, "sasl_user": request.sasl_username or None,
+        "queue_id": request.queue_id or None, "action": request.action,
+        "decision_id": None if request.dry_run else request.decision_id,  # refused by it
+    }  # fmt: skip
