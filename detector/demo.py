@@ -36,6 +36,10 @@ host = "mx1"
 
 [api]
 listen = "{listen}"
+
+[[sinks]]                     # the blocks, as a Postfix check_client_access cidr: table
+type = "postfix-cidr"
+path = "{table}"
 """
 
 SESSION_RATE = 20.0  # SMTP sessions a second on the simulated host
@@ -55,7 +59,9 @@ def prepare_demo(directory: Path, listen: str) -> tuple[Path, Settings]:
     for stale in (database, database.with_suffix(".db-wal"), database.with_suffix(".db-shm")):
         stale.unlink(missing_ok=True)
     config = directory / "relaywatch.toml"
-    config.write_text(DEMO_CONFIG.format(database=database, log=log, listen=listen))
+    table = directory / "relaywatch.cidr"
+    table.unlink(missing_ok=True)
+    config.write_text(DEMO_CONFIG.format(database=database, log=log, listen=listen, table=table))
     return config, load_settings(config, environ={})
 
 
@@ -87,6 +93,10 @@ def run_demo(
     def started(url: str) -> None:
         say(f"relaywatch demo: a simulated Postfix host (mx1) writes to {log}")
         say(f"configuration: {config}")
+        say(
+            f"blocks: {settings.sinks[0].path} (a Postfix cidr: table), "
+            f"{url}/v1/blocklist?format=text"
+        )
         say(f"API: {url}/v1/offenders  (docs: {url}/docs) - press Ctrl-C to stop")
         writer.start()
         timers.append(threading.Timer(SHOW_AFTER, lambda: say(offenders_table(settings))))

@@ -3,6 +3,7 @@ API lists the abusers, the open relay's client among them."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -41,4 +42,13 @@ def test_demo_lists_the_abusers_within_seconds_and_stops_cleanly(tmp_path: Path)
     assert f"API: http://127.0.0.1:{port}/v1/offenders" in out
     assert "offenders so far" in out and "demo stopped:" in out
     assert (tmp_path / "demo" / "log" / "mail.log").stat().st_size > 0
+    table = tmp_path / "demo" / "relaywatch.cidr"
+    assert f"blocks: {table} (a Postfix cidr: table)" in out
+    with sqlite3.connect(tmp_path / "demo" / "relaywatch.db") as connection:
+        blocked = connection.execute("SELECT id, value FROM decisions").fetchall()
+    lines = table.read_text().splitlines()
+    assert blocked and all(
+        any(line.startswith(f"{ip}  REJECT relaywatch decision {n}: ") for line in lines)
+        for n, ip in blocked
+    )
     assert "Traceback" not in err
