@@ -72,6 +72,19 @@ path = "{log}"
 format = "postfix"
 host = "{host}"
 """
+TABLE_CONFIG = """
+[scoring]
+refused_relays_to_block = 1  # each probe is blocked at once: its delay is the push's
+
+[enforcement]
+max_new_blocks_per_minute = 100000  # the probes are meant to be blocked, all of them
+
+[[sinks]]
+type = "postfix-cidr"
+path = "{table}"
+"""
+"""With ``--until table``: the block of a probe is timed until the Postfix ``cidr:`` table that
+the daemon rewrites holds its address."""
 
 
 # ------------------------------------------------------------------------ helpers
@@ -277,9 +290,12 @@ class Checker(threading.Thread):
     error stays under 5 %) until it answers 200 (seen) or ``timeout`` seconds have passed since
     its write (lost)."""
 
-    def __init__(self, port: int, interval: float, timeout: float) -> None:
+    def __init__(
+        self, port: int, interval: float, timeout: float, table: Path | None = None
+    ) -> None:
         super().__init__(name="bench-checker", daemon=True)
         self.api = Api(port)
+        self.table = None if table is None else Table(table)
         self.interval = interval
         self.timeout = timeout
         self.probes: list[Probe] = []
@@ -325,8 +341,11 @@ class Checker(threading.Thread):
                     # every ``interval``; a probe older than 20 intervals every 5 % of its
                     # age, so a daemon that fell behind is not also flooded with requests
                     probe.next_poll = now + max(self.interval, AGE_SHARE * (now - probe.written))
-                    status, _ = self.api.get(f"/v1/offenders/{probe.ip}")
-                    if status == 200:
+                    if self.table is not None:
+                        found = self.table.holds(probe.ip)
+                    else:
+                        found = self.api.get(f"/v1/offenders/{probe.ip}")[0] == 200
+                    if found:
                         probe.seen = time.monotonic()
                         self._pending.remove(probe)
                 if self._pending:
@@ -334,6 +353,27 @@ class Checker(threading.Thread):
                     self._halt.wait(max(0.001, wake - time.monotonic()))
         finally:
             self.api.close()
+
+
+class Table:
+    """The daemon's Postfix ``cidr:`` table, read again when it was replaced."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stat: tuple[int, int] | None = None
+        self._addresses: set[str] = set()
+
+    def holds(self, ip: str) -> bool:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return False
+        if (stat.st_ino, stat.st_mtime_ns) != self._stat:
+            self._stat = (stat.st_ino, stat.st_mtime_ns)
+            text = self.path.read_text()
+            self._addresses = {line.split()[0] for line in text.splitlines()
+                               if line and not line.startswith("#")}  # fmt: skip
+        return ip in self._addresses
 
 
 @dataclass
@@ -587,12 +627,16 @@ def measure(args: argparse.Namespace, rate: int, base: Path) -> Result:
     log.touch()
     port = free_port()
     config = work / "relaywatch.toml"
-    config.write_text(CONFIG.format(db=work / "relaywatch.db", port=port, log=log, host=HOST))
+    text = CONFIG.format(db=work / "relaywatch.db", port=port, log=log, host=HOST)
+    table = work / "relaywatch.cidr" if args.until == "table" else None
+    if table is not None:
+        text += TABLE_CONFIG.format(table=table)
+    config.write_text(text)
     session_rate = min(10_000.0, rate / args.lines_per_session)
     result.session_rate = session_rate
     daemon = Daemon(config, port, work / "daemon.err")
     api = Api(port)
-    checker = Checker(port, args.poll_interval, args.probe_timeout)
+    checker = Checker(port, args.poll_interval, args.probe_timeout, table)
     progress = Written()
     sampler: Sampler | None = None
     try:
@@ -738,7 +782,8 @@ def report(args: argparse.Namespace, results: list[Result]) -> str:
         f"relaywatch follow benchmark: {args.lines:,} lines per rate, "
         f"{args.probes_per_second:g} probes/s, polled every {args.poll_interval * 1000:g} ms "
         f"(older than {args.poll_interval / AGE_SHARE:g}s: every 5 % of their age), "
-        f"lost after {args.probe_timeout:g}s",
+        f"lost after {args.probe_timeout:g}s; delay until "
+        + ("the API knows the probe" if args.until == "api" else "the cidr: table blocks it"),
         f"Python {platform.python_version()}, {os.cpu_count()} CPU(s), {platform.machine()}",
         "",
         f"{'rate':>7} {'achieved':>9} {'lines':>10} {'probes':>6} {'p50':>7} {'p95':>7} "
@@ -837,6 +882,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--sample-every", type=float, default=5.0, help="seconds between samples (5)"
     )
+    parser.add_argument(
+        "--until",
+        choices=("api", "table"),
+        default="api",
+        help="time a probe until the API knows it (api: GET /v1/offenders/{ip} answers 200) or "
+        "until the Postfix cidr: table the daemon keeps blocks it (table: each probe blocked "
+        "at once)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="generator seed (1)")
     parser.add_argument(
         "--abuse-share",
@@ -898,6 +951,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "lines_per_rate": args.lines,
             "probes_per_second": args.probes_per_second,
+            "until": args.until,
             "poll_interval": args.poll_interval,
             "probe_timeout": args.probe_timeout,
             "lines_per_session": args.lines_per_session,
