@@ -116,7 +116,8 @@ class Enforcer:
         elif result.ok and before is not None and not before.ok:
             log.warning("enforcement: %s works again: %s", sink.name, result.message)
         elif result.changed:
-            log.info("enforcement: %s%s", "dry run: " if self.dry_run else "", result.message)
+            log.info("enforcement: %s: %s%s", sink.name, "dry run: " if self.dry_run else "",
+                     result.message)  # fmt: skip
         self.results[sink.name] = result
         return result
 
