@@ -29,7 +29,7 @@ from detector.config import SinkSettings
 from detector.decide import Decision, normal_value
 from detector.render import iso
 from detector.sinks.files import FileSink
-from detector.sinks.sync import Rendered, SyncResult, blocked
+from detector.sinks.sync import Rendered, SyncResult, blocked, blocked_ipv4
 
 SCRIPT_HEADER = """\
 # Syncs the Exchange IP Block List to the clients relaywatch blocks for relay abuse.
@@ -86,13 +86,7 @@ def render_powershell(decisions: Sequence[Decision], now: datetime) -> Rendered:
 
 def render_ims(decisions: Sequence[Decision], now: datetime) -> Rendered:
     """``IP=…, MASK=…`` lines, each after a comment with its refusal text; IPv4 only."""
-    entries, problems = blocked(decisions, now)
-    ipv4 = [b for b in entries if b.network.version == 4]
-    problems += [
-        f"decision {b.decision.id}: {normal_value(b.network)} is IPv6 (IMS and IIS know IPv4 only)"
-        for b in entries
-        if b.network.version == 6
-    ]
+    ipv4, problems = blocked_ipv4(decisions, now, "IMS and IIS know")
     lines = [
         f"# {b.text}\nIP={b.network.network_address}, MASK={b.network.netmask}\n" for b in ipv4
     ]

@@ -19,7 +19,7 @@ from datetime import datetime
 
 from detector.decide import Decision, normal_value
 from detector.sinks.files import FileSink
-from detector.sinks.sync import Rendered, blocked
+from detector.sinks.sync import Rendered, blocked_ipv4
 
 LISTED = "127.0.0.2"  # the A record of a listed address, by DNSBL custom
 
@@ -32,13 +32,7 @@ HEADER = """\
 
 def render_ip4set(decisions: Sequence[Decision], now: datetime) -> Rendered:
     """The zone: one ``value :127.0.0.2:<refusal text>`` line per IPv4 address or range."""
-    entries, problems = blocked(decisions, now)
-    ipv4 = [b for b in entries if b.network.version == 4]
-    problems += [
-        f"decision {b.decision.id}: {normal_value(b.network)} is IPv6 (an ip4set is IPv4 only)"
-        for b in entries
-        if b.network.version == 6
-    ]
+    ipv4, problems = blocked_ipv4(decisions, now, "an ip4set is")
     lines = [f"{normal_value(b.network)} :{LISTED}:{b.text}\n" for b in ipv4]
     return Rendered(HEADER + "".join(lines), len(ipv4), problems)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from detector.decide import Decision, Network, Refused, parse_value, refusal_text
+from detector.decide import Decision, Network, Refused, normal_value, parse_value, refusal_text
 from detector.render import iso
 
 
@@ -118,3 +118,17 @@ def decision_json(decision: Decision) -> dict[str, object]:
         "origin": decision.origin, "reason": decision.reason,
         "created_at": iso(decision.created_at), "expires_at": iso(decision.expires_at),
     }  # fmt: skip
+
+
+def blocked_ipv4(
+    decisions: Sequence[Decision], now: datetime, target: str
+) -> tuple[list[Blocked], list[str]]:
+    """:func:`blocked` for a target that knows IPv4 only: the IPv6 decisions are left out,
+    each with a line saying so (``target`` names what knows IPv4 only)."""
+    entries, problems = blocked(decisions, now)
+    problems += [
+        f"decision {b.decision.id}: {normal_value(b.network)} is IPv6 ({target} IPv4 only)"
+        for b in entries
+        if b.network.version == 6
+    ]
+    return [b for b in entries if b.network.version == 4], problems
