@@ -177,6 +177,35 @@ class EnforcementSettings(_Section):
     sync_interval: Duration = timedelta(seconds=60)  # full sync of every sink
 
 
+def _time_of_day(value: str) -> str:
+    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+        raise ValueError(f"invalid time of day {value!r} (use HH:MM, e.g. 02:00)")
+    return value
+
+
+def _address(value: str) -> str:
+    if not re.fullmatch(r"[^@\s<>,]+@[^@\s<>,]+", value):
+        raise ValueError(f"invalid mail address {value!r}")
+    return value
+
+
+TimeOfDay = Annotated[str, AfterValidator(_time_of_day)]
+MailAddress = Annotated[str, AfterValidator(_address)]
+
+
+class ReportSettings(_Section):
+    at: TimeOfDay = "02:00"  # when the daemon builds yesterday's report (in timezone)
+    timezone: Zone | None = None  # the zone days are counted in; None: this machine's
+    top: int = Field(default=20, ge=1, le=1000)  # entries of each "top" list
+    mail_to: list[MailAddress] = Field(default_factory=list)  # empty: stored, not mailed
+    mail_from: MailAddress = "relaywatch@localhost"
+    smtp_host: str = Field(default="localhost", min_length=1)
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    starttls: bool = False
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+
+
 class ApiToken(_Section):
     name: str = Field(min_length=1)
     token: str = Field(min_length=16)
@@ -277,6 +306,7 @@ class Settings(BaseSettings):
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     enforcement: EnforcementSettings = Field(default_factory=EnforcementSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    report: ReportSettings = Field(default_factory=ReportSettings)
     sinks: list[SinkSettings] = Field(default_factory=list)
 
     @classmethod

@@ -275,3 +275,47 @@ class SourceCheckpoint(_AtPosition, Base):
 
     correlator_state: Mapped[bytes] = mapped_column(LargeBinary)  # JSON, zlib-compressed
     taken_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ReportRow(Base):
+    """A tracking report as built (by the daemon each night, or by ``relaywatch report``)."""
+
+    __tablename__ = "reports"
+
+    day: Mapped[str] = mapped_column(String(32), primary_key=True)  # the period's label
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)  # "" for all hosts
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    data: Mapped[str] = mapped_column(Text)  # the JSON rendering
+    html: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    mailed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    mail_error: Mapped[str | None] = mapped_column(Text)  # why the last try to mail it failed
+
+
+class SourceDayRow(Base):
+    """What relaywatch read of one source in one UTC day: added to with every batch stored."""
+
+    __tablename__ = "source_days"
+
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, UTC
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    lines: Mapped[int] = mapped_column(BigInteger)
+    parsed: Mapped[int] = mapped_column(BigInteger)
+    unparsed: Mapped[int] = mapped_column(BigInteger)
+    lag_bytes: Mapped[int | None] = mapped_column(BigInteger)  # at the last batch of the day
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class SinkTroubleRow(Base):
+    """A time one sink could not push the blocks: from its first failure to its recovery."""
+
+    __tablename__ = "sink_troubles"
+    __table_args__ = (Index(None, "started_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sink: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    failures: Mapped[int] = mapped_column(Integer)
+    message: Mapped[str] = mapped_column(Text)  # the last failure's
