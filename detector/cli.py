@@ -13,7 +13,7 @@ import signal
 import socket
 import sys
 from collections import Counter
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -29,7 +29,7 @@ from detector.config import (
     zone,
     zone_name,
 )
-from detector.errors import ConfigError, RelaywatchError
+from detector.errors import ConfigError, InputError, RelaywatchError
 from detector.render import iso, render_offenders
 
 log = logging.getLogger("relaywatch")
@@ -549,3 +549,71 @@ def demo(listen: str, directory: Path, seconds: float | None) -> None:
 
     _daemon_logging()
     run_demo(directory, listen, click.echo, seconds)
+
+
+def _report_day(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """``today``, ``yesterday`` or a date, checked here (the zone that says which day today is
+    comes from the configuration, read later)."""
+    if value in ("today", "yesterday"):
+        return value
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not YYYY-MM-DD, today or yesterday") from None
+    return value
+
+
+@main.command()
+@click.option(
+    "--date",
+    "day",
+    default="yesterday",
+    show_default=True,
+    callback=_report_day,
+    help="The day: YYYY-MM-DD, today or yesterday, in [report] timezone.",
+)
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["text", "html", "json"]),
+    default="text",
+    show_default=True,
+)
+@click.option(
+    "--output",
+    "path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the report to this file instead of standard output.",
+)
+@click.option("--host", help="Only this relay host (default: all of them).")
+@click.pass_context
+def report(ctx: click.Context, day: str, output: str, path: Path | None, host: str | None) -> None:
+    """The tracking report of one day: relay abuse, blocks, traffic, what relaywatch saw."""
+    from detector.report import render
+    from detector.report.build import build_report, machine_zone
+    from detector.store.session import open_database
+
+    settings = _settings(ctx)
+    report_zone = zone(settings.report.timezone) or machine_zone()
+    today = datetime.now(report_zone).date()
+    wanted = {"today": today, "yesterday": today - timedelta(days=1)}.get(day)
+    engine = open_database(settings.database.url)
+    try:
+        with engine.connect() as connection:
+            built = build_report(
+                connection,
+                wanted or date.fromisoformat(day),
+                zone=report_zone,
+                host=host,
+                top=settings.report.top,
+            )
+    finally:
+        engine.dispose()
+    text = render(built, output)
+    if path is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot write the report to {path}: {exc.strerror or exc}") from None
