@@ -41,9 +41,13 @@ exactly the lines written so far:
 - ``refused_relays``: client IP -> ``Relay access denied`` lines.
 - ``accepted_relays``: client IP -> ``status=sent`` lines of outside recipients relayed for an
   outside, unauthenticated client.
+- ``relay_attempts_by_hour``: UTC hour (``2026-11-30T06``) -> those two kinds of lines.
 - ``received``, ``delivered``, ``deferred``, ``bounced``, ``rejected``: the way pflogsumm 1.1.5
   counts them: ``client=`` and ``pickup`` lines; ``status=sent`` lines; distinct queue ids with a
   ``status=deferred`` line; ``status=bounced`` lines; ``reject:`` lines.
+
+:func:`write_days` writes several days, each a simulation of its own with its own truth (a
+day with an open relay, a day without abuse …), for tests of what is counted per day.
 
 The output depends on the arguments only: the same arguments give the same lines. Only
 :func:`append_live` starts at the current time, and writes each line to its file when its time
@@ -63,13 +67,24 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from functools import lru_cache
 from operator import itemgetter
 from pathlib import Path
 from random import Random
 from typing import Final, TypeVar
 
-__all__ = ["DEFAULT_START", "STYLES", "GroundTruth", "append_live", "main", "traffic", "write_log"]
+__all__ = [
+    "DEFAULT_START",
+    "STYLES",
+    "Day",
+    "GroundTruth",
+    "append_live",
+    "main",
+    "traffic",
+    "write_days",
+    "write_log",
+]
 
 STYLES: Final = ("rfc3339", "traditional")
 DEFAULT_START: Final = datetime(2026, 11, 30, 6, 0, 0, tzinfo=UTC)
@@ -82,6 +97,7 @@ _MONTHS: Final = (
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 )  # fmt: skip
 _SECOND: Final = 1_000_000  # the simulator keeps time in integer microseconds
+_HOUR: Final = 3600 * _SECOND
 _THREE_DIGITS: Final = tuple(f"{n:03d}" for n in range(1000))
 
 # What a line adds to the ground truth when it is written (bit flags).
@@ -121,9 +137,15 @@ class GroundTruth:
     bounced: int = 0
     rejected: int = 0
     notices: int = 0  # bounce notices Postfix queued itself (their delivery is in delivered)
+    # refused and accepted relays by the UTC hour of their line ("2026-11-30T06")
+    relay_attempts_by_hour: dict[str, int] = field(default_factory=dict)
 
-    def record(self, flags: int, client_ip: str) -> None:
-        """Add what one written line says (its flags are private to this module)."""
+    def record(self, flags: int, client_ip: str, when: int | None = None) -> None:
+        """Add what one written line says (its flags are private to this module), written at
+        ``when`` (µs since the epoch) if known."""
+        if when is not None and flags & (_REFUSED | _ACCEPTED):
+            hour = _hour_label(when // _HOUR)
+            self.relay_attempts_by_hour[hour] = self.relay_attempts_by_hour.get(hour, 0) + 1
         if flags & _TXN:
             self.transactions += 1
         if flags & _RECEIVED:
@@ -145,6 +167,11 @@ class GroundTruth:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+@lru_cache(maxsize=256)
+def _hour_label(hour: int) -> str:
+    return datetime.fromtimestamp(hour * 3600, UTC).strftime("%Y-%m-%dT%H")
 
 
 @dataclass(frozen=True, slots=True)
@@ -1452,9 +1479,9 @@ def traffic(
 
 def _handed_out(sim: _Simulator, truth: GroundTruth) -> Iterator[str]:
     record = truth.record
-    for _, line, flags, client_ip in _timed_lines(sim):
+    for t, line, flags, client_ip in _timed_lines(sim):
         if flags:
-            record(flags, client_ip)
+            record(flags, client_ip, t)
         truth.lines += 1
         yield line
 
@@ -1504,14 +1531,83 @@ def write_log(
     last = sim.clock
     with out.open("w", encoding="utf-8", newline="\n") as f:
         for chunk in sim.chunks(lines):
-            for _, _, flags, client_ip in [line for line in chunk if line[2]]:
-                truth.record(flags, client_ip)
+            for t, _, flags, client_ip in [line for line in chunk if line[2]]:
+                truth.record(flags, client_ip, t)
             truth.lines += len(chunk)
             f.write("\n".join(sim.render(chunk)))
             f.write("\n")
             last = chunk[-1][0]
     os.utime(out, (last / _SECOND, last / _SECOND))
     return truth
+
+
+@dataclass(frozen=True, slots=True)
+class Day:
+    """The traffic of one day of :func:`write_days`: ``lines`` lines, with relay abuse as in
+    :func:`traffic` (``abuse_share=0`` and no open relays: a day without abuse)."""
+
+    lines: int
+    abusers: int = 5
+    abuse_share: float = 0.1
+    open_relay_clients: int = 0
+
+
+def write_days(
+    path: str | os.PathLike[str],
+    days: Sequence[Day],
+    *,
+    first: date,
+    zone: tzinfo = UTC,
+    seed: int = 1,
+    style: str = "rfc3339",
+    host: str = "mx1",
+    session_rate: float = 0.05,
+) -> list[GroundTruth]:
+    """Write a log of consecutive local days in ``zone``, starting with ``first``: each day
+    a simulation of its own (seed ``seed`` + its index), starting a minute after midnight, so
+    that each day's ground truth is exactly what the lines of that day hold.  Abusers of one
+    day may come back on another (they are drawn from one pool of addresses).  Raises
+    ``ValueError`` when a day's lines do not fit in it (ask for fewer, or a higher
+    ``session_rate``).  The same arguments with another ``style`` give the same traffic."""
+    truths: list[GroundTruth] = []
+    out = Path(path)
+    last = 0
+    with out.open("w", encoding="utf-8", newline="\n") as f:
+        for index, plan in enumerate(days):
+            day = first + timedelta(days=index)
+            midnight = datetime(day.year, day.month, day.day, tzinfo=zone)
+            following = day + timedelta(days=1)
+            ends = int(
+                datetime(following.year, following.month, following.day, tzinfo=zone).timestamp()
+                * _SECOND
+            )
+            sim = _Simulator(
+                seed=seed + index,
+                start=midnight + timedelta(minutes=1),
+                style=style,
+                host=host,
+                abusers=plan.abusers,
+                abuse_share=plan.abuse_share,
+                open_relay_clients=plan.open_relay_clients,
+                session_rate=session_rate,
+            )
+            truth = GroundTruth()
+            for chunk in sim.chunks(plan.lines):
+                if chunk[-1][0] >= ends:
+                    raise ValueError(
+                        f"the {plan.lines} lines of {day} do not fit in the day at "
+                        f"{session_rate} sessions a second"
+                    )
+                for t, _, flags, client_ip in [line for line in chunk if line[2]]:
+                    truth.record(flags, client_ip, t)
+                truth.lines += len(chunk)
+                f.write("\n".join(sim.render(chunk)))
+                f.write("\n")
+                last = chunk[-1][0]
+            truths.append(truth)
+    if last:
+        os.utime(out, (last / _SECOND, last / _SECOND))
+    return truths
 
 
 def append_live(
@@ -1571,9 +1667,9 @@ def append_live(
             continue
         with out.open("ab") as log:
             log.write("".join(f"{line}\n" for _, line, _, _ in due).encode())
-        for _, _, flags, client_ip in due:
+        for t, _, flags, client_ip in due:
             if flags:
-                truth.record(flags, client_ip)
+                truth.record(flags, client_ip, t)
         truth.lines += len(due)
         written += len(due)
     return truth

@@ -55,6 +55,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -151,27 +152,32 @@ def _utc(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-_ADDRESS = re.compile(r"^<[^>]*>: ")
-_ADDRESS_REJECTED = re.compile(r"^((?:Sender|Recipient) address rejected: [^:;,]+)")
-_BLOCKED = re.compile(r"(?:client|Client host|Sender address) .+? blocked")
-_FIRST_PART = re.compile(r"^(?:[^;]*?; )?(?:\[[^\]]+\] )?([^;,]+)")
+_AFTER_PREFIX = re.compile(r"^(?:.*?[:;] )(?:\[[^\]]+\] )?([^;,]+)[;,].*$")
+_ADDRESS_REJECTED = re.compile(r"^((?:Sender|Recipient) address rejected: [^:]+):.*$")
+_BLOCKED = re.compile(r"(client|Client host|Sender address) .+? blocked")
+
+
+@lru_cache(maxsize=4096)
+def _label(text: str) -> str:
+    grouped = _AFTER_PREFIX.sub(r"\1", text + ";")
+    if grouped == text + ";":
+        grouped = text
+    grouped = _ADDRESS_REJECTED.sub(r"\1", grouped)
+    return _BLOCKED.sub("blocked", grouped)
 
 
 def reject_label(reason: str | None) -> str:
-    """A refusal's reason without what varies from one to the next (the address or HELO name
-    in front, a client address, details after ``;`` or ``,``), close to pflogsumm's grouping:
-    ``<a@b.example>: Relay access denied`` is ``Relay access denied``."""
+    """A refusal's reason grouped the way pflogsumm's reject detail groups RCPT refusals: the
+    address or HELO name in front, the client address and what follows ``;`` or ``,`` left
+    out (``<a@b.example>: Relay access denied`` is ``Relay access denied``; ``Service
+    unavailable; Client host [192.0.2.9] blocked using bl.example; …`` is ``blocked using
+    bl.example``)."""
     if not reason:
         return "(no reason logged)"
-    text = _ADDRESS.sub("", reason.strip())
-    if match := _ADDRESS_REJECTED.match(text):
-        return match[1].strip()
-    text = _BLOCKED.sub("blocked", text)
-    if "; " in text and text.split("; ", 1)[0].endswith(("unavailable", "Service unavailable")):
-        text = text.split("; ", 1)[1]  # "Service unavailable; Client host [ip] blocked using …"
-    if match := _FIRST_PART.match(text):
-        return match[1].strip()
-    return text
+    text = reason.strip()
+    if text.startswith("<") and (close := text.find(">:")) > 0:  # an address: varies, drop it
+        text = "<>" + text[close + 1 :]
+    return _label(text)
 
 
 def _domain(address: str | None) -> str | None:
