@@ -119,9 +119,10 @@ def test_the_open_relay_is_listed_with_its_log_lines(stored: Engine, simulated: 
     assert day1["headline"]["open_relay"] is True
     assert day1["headline"]["accepted_transactions"] == len(day1["accepted"]) > 0
     assert {a["client_ip"] for a in day1["accepted"]} == {relayed_for}
-    assert sum(len(a["recipients"]) for a in day1["accepted"]) == truths[0].accepted_relays[
-        relayed_for
-    ]
+    assert (
+        sum(len(a["recipients"]) for a in day1["accepted"])
+        == truths[0].accepted_relays[relayed_for]
+    )
     for accepted in day1["accepted"]:
         assert any(f"client=unknown[{relayed_for}]" in line for line in accepted["lines"])
         assert sum("status=sent" in line for line in accepted["lines"]) == len(
