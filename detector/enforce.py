@@ -11,6 +11,14 @@ tick until it succeeds (a full sync heals what a failed one missed).
 
 The Postfix policy service records the requests it answers; each tick stores them in
 ``policy_requests`` (a tick whose write fails keeps them for the next).
+
+A sink's failures are recorded in ``sink_troubles`` for the nightly report, one row per
+episode: written when the sink starts failing (``failures`` 1, its message), updated while it
+keeps failing (the count of failed syncs, the latest message), closed (``ended_at``) when a
+sync works again — at most one database transaction per tick, and only when a sink fails or
+recovers.  A write that fails is made at the next tick.  An episode still open when the daemon
+stopped (or the sinks were reloaded) is continued if the sink still fails, and closed at the
+first sync that works otherwise.
 """
 
 from __future__ import annotations
@@ -18,16 +26,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from detector.config import Settings
 from detector.decide import Decision, active_decisions
 from detector.sinks import Sink, SyncResult, make_sinks
 from detector.sinks.policy import PolicyRequest, PolicySink
-from detector.store.models import DecisionRow, PolicyRequestRow
+from detector.store.models import DecisionRow, PolicyRequestRow, SinkTroubleRow
 
 log = logging.getLogger("relaywatch")
 
@@ -36,6 +45,18 @@ TICK = 1.0
 made by the API or the CLI reaches the sinks within this."""
 _KEPT_REQUESTS = 100_000
 """Policy requests kept in memory while the database cannot be written; older ones go."""
+
+
+@dataclass
+class _Trouble:
+    """A sink's failure episode, as it is to be stored."""
+
+    sink: str
+    started_at: datetime
+    failures: int
+    message: str
+    ended_at: datetime | None = None
+    id: int | None = None  # its row, once written
 
 
 class Enforcer:
@@ -56,6 +77,9 @@ class Enforcer:
         self._last_sync = float("-inf")
         self._next_tick = float("-inf")
         self._requests: list[PolicyRequest] = []
+        self._troubles: dict[str, _Trouble] = {}  # the sinks failing now
+        self._unwritten: dict[int, _Trouble] = {}  # episodes changed since last written
+        self._known: set[str] = set()  # sinks whose episode left open earlier was looked for
 
     def start(self) -> None:
         """Start the sinks that serve (the policy service); a bind failure stops relaywatch."""
@@ -102,7 +126,62 @@ class Enforcer:
             return []
         results = [self._sync(sink, decisions, now) for sink in self.sinks]
         self._signature, self._last_sync = signature, started
+        self._record_troubles(engine, results, now)
         return results
+
+    def _record_troubles(self, engine: Engine, results: list[SyncResult], now: datetime) -> None:
+        """Note the failures and recoveries of ``results`` and store what changed."""
+        for result in results:
+            trouble = self._troubles.get(result.sink)
+            if not result.ok:
+                if trouble is None:
+                    trouble = _Trouble(result.sink, now, 0, "")
+                    self._troubles[result.sink] = trouble
+                trouble.failures += 1
+                trouble.message = result.message
+                self._unwritten[id(trouble)] = trouble
+            elif trouble is not None:
+                del self._troubles[result.sink]
+                trouble.ended_at = now
+                self._unwritten[id(trouble)] = trouble
+        unknown = {r.sink for r in results} - self._known
+        if not self._unwritten and not unknown:
+            return
+        troubles = [*self._troubles.values(), *self._unwritten.values()]
+        before = [(t.id, t.started_at, t.failures) for t in troubles]
+        try:
+            with engine.begin() as connection:
+                for sink in sorted(unknown):
+                    self._continue_episode(connection, sink, now)
+                    self._unwritten.update((id(t), t) for t in [self._troubles.get(sink)] if t)
+                for trouble in self._unwritten.values():
+                    _write_trouble(connection, trouble)
+        except SQLAlchemyError as exc:
+            log.debug("enforcement: cannot record sink troubles (%s); trying again", exc)
+            for trouble, (row_id, started_at, failures) in zip(troubles, before, strict=True):
+                trouble.id, trouble.started_at, trouble.failures = row_id, started_at, failures
+            return
+        self._known |= unknown
+        self._unwritten.clear()
+
+    def _continue_episode(self, connection: Connection, sink: str, now: datetime) -> None:
+        """The episode of ``sink`` a previous run left open: continued while it fails, closed
+        now if it works."""
+        k = SinkTroubleRow
+        open_rows = connection.execute(
+            select(k.id, k.started_at, k.failures)
+            .where(k.sink == sink, k.ended_at.is_(None))
+            .order_by(k.id.desc())
+        ).all()
+        trouble = self._troubles.get(sink)
+        if open_rows and trouble is not None and trouble.id is None:
+            row, open_rows = open_rows[0], open_rows[1:]
+            trouble.id, trouble.started_at = row.id, row.started_at
+            trouble.failures += row.failures
+        if open_rows:
+            connection.execute(
+                update(k).where(k.id.in_([r.id for r in open_rows])).values(ended_at=now)
+            )
 
     def _sync(self, sink: Sink, decisions: list[Decision], now: datetime) -> SyncResult:
         try:
@@ -127,6 +206,21 @@ class Enforcer:
             if isinstance(sink, PolicySink):
                 self._requests.extend(sink.drain())
         del self._requests[:-_KEPT_REQUESTS]
+
+
+def _write_trouble(connection: Connection, trouble: _Trouble) -> None:
+    values = {
+        "failures": trouble.failures, "message": trouble.message, "ended_at": trouble.ended_at,
+    }  # fmt: skip
+    k = SinkTroubleRow
+    if trouble.id is None:
+        trouble.id = connection.execute(
+            insert(k)
+            .values(sink=trouble.sink, started_at=trouble.started_at, **values)
+            .returning(k.id)
+        ).scalar_one()
+    else:
+        connection.execute(update(k).where(k.id == trouble.id).values(**values))
 
 
 def _signature(connection: Connection, now: datetime) -> tuple[object, ...]:

@@ -1,5 +1,17 @@
 """The pipeline from lines to stored, scored transactions: parse → correlate → classify → store
-→ score.  Used by ``relaywatch ingest`` (and, line by line, by the daemon)."""
+→ score.  Used by ``relaywatch ingest`` (and, line by line, by the daemon).
+
+What relaywatch read of each source is counted per day in ``source_days`` (lines, lines that
+gave an event, the others; the daemon also the bytes it was behind), for the nightly report.
+The day is the UTC day on the wall clock when the lines were stored, not the day their
+timestamps say: unparsed lines have no timestamp, and the counts say what relaywatch did that
+day (an imported week of old logs counts on the day it was imported).  The counts are added in
+the database transaction that stores the lines' transactions (one upsert per batch), so a
+crash counts nothing twice: the daemon, resuming at its checkpoint, does not count again the
+lines it reads a second time (those before its saved read position in the same file), and
+``relaywatch ingest`` does not count a batch whose transactions were all stored before (a file
+read again, or an import resumed after a crash).
+"""
 
 from __future__ import annotations
 
@@ -9,15 +21,17 @@ import multiprocessing
 import multiprocessing.queues
 import os
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
-from datetime import tzinfo
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from queue import Empty
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, func, text
+from sqlalchemy.dialects import postgresql, sqlite
 
 from detector.classify import Classifier
 from detector.config import Settings, SourceSettings, zone
@@ -27,6 +41,7 @@ from detector.errors import InputError, RelaywatchError
 from detector.follow import Follower, Position
 from detector.logfile import ReadCounts, fingerprint, open_log, read_lines, utf16_encoding
 from detector.score import Scorer
+from detector.store.models import SourceDayRow
 from detector.store.positions import Checkpoint, Saved, save_position
 from detector.store.writes import insert_transactions, log_file_id
 from detector.transactions import Transaction
@@ -151,6 +166,7 @@ class Pipeline:
         classifies, stores and scores, so the two halves of the work use two cores.
         """
         family = resolve_format(path, log_format)
+        where = str(path.absolute())  # as the source_days row names it
         summary = Summary()
         source_file = fingerprint(path)
         with self.engine.begin() as connection:
@@ -183,7 +199,8 @@ class Pipeline:
                     classified = [
                         _evidence_only(self.classifier.classify(t)) for t in batch.transactions
                     ]
-                    self.store({source_file: file_id}, classified, summary, unscored)
+                    seen = SourceCount(host, where, batch.parsed + batch.unparsed, batch.parsed)
+                    self.store({source_file: file_id}, classified, summary, unscored, seen)
                     pause = max(RESCORE_EVERY, rescoring * (1 - RESCORE_SHARE) / RESCORE_SHARE)
                     if unscored and time.monotonic() - scored_at >= pause:
                         started = time.monotonic()
@@ -206,13 +223,20 @@ class Pipeline:
         classified: list[Transaction],
         summary: Summary,
         unscored: dict[str, float],
+        seen: SourceCount | None = None,
     ) -> None:
         """Store one batch of classified transactions in one DB transaction, and add the
-        clients whose relay attempts it added (with the earliest) to ``unscored``."""
-        if not classified:
+        clients whose relay attempts it added (with the earliest) to ``unscored``; with it,
+        the lines the batch was read from (``seen``) unless they were read before (every
+        transaction of the batch was stored already)."""
+        if not classified and seen is None:
             return
         with self.engine.begin() as connection:
-            stored, touched = self._insert(connection, file_ids, classified)
+            stored, touched = (
+                self._insert(connection, file_ids, classified) if classified else ([], {})
+            )
+            if seen is not None and seen.lines and (stored or not classified):
+                add_source_day(connection, seen, datetime.now(UTC))
         summary.transactions += len(stored)
         summary.already_stored += len(classified) - len(stored)
         summary.refused_relays += sum(t.refused_relays for t in stored)
@@ -262,9 +286,13 @@ class Pipeline:
                 for fp in {t.source_file for t in batch.transactions} if fp is not None
             }  # fmt: skip
             stored, touched = self._insert(connection, file_ids, batch.transactions)
-            save_position(
-                connection, host, str(reader.source.path), batch.position, batch.checkpoint
-            )
+            path = str(reader.source.path)
+            save_position(connection, host, path, batch.position, batch.checkpoint)
+            if batch.new_lines:
+                seen = SourceCount(
+                    host, path, batch.new_lines, batch.new_parsed, reader.follower.lag_bytes()
+                )
+                add_source_day(connection, seen, datetime.now(UTC))
         due = self.pacer.due(touched, time.monotonic())
         if due and not touched:
             _scoring_turn(connection)
@@ -275,6 +303,39 @@ class Pipeline:
             blocks += self.scorer.rescore(connection, {ip: since})
             costs[ip] = time.monotonic() - started
         return LiveResult(stored, blocks, touched, costs)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceCount:
+    """Lines read of one source (host, path) in one batch, to add to its day's counts."""
+
+    host: str
+    path: str
+    lines: int
+    parsed: int  # lines that gave an event
+    lag_bytes: int | None = None  # bytes behind after the batch (followed sources only)
+
+
+def add_source_day(connection: Connection, seen: SourceCount, now: datetime) -> None:
+    """Add ``seen`` to its source's ``source_days`` row of ``now``'s UTC day (one upsert);
+    ``lag_bytes`` replaces the row's when given."""
+    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    row = SourceDayRow
+    statement = insert(row).values(
+        day=now.astimezone(UTC).date().isoformat(), host=seen.host, path=seen.path,
+        lines=seen.lines, parsed=seen.parsed, unparsed=seen.lines - seen.parsed,
+        lag_bytes=seen.lag_bytes, updated_at=now,
+    )  # fmt: skip
+    added = statement.excluded
+    sums = {
+        "lines": row.lines + added.lines, "parsed": row.parsed + added.parsed,
+        "unparsed": row.unparsed + added.unparsed,
+        "lag_bytes": func.coalesce(added.lag_bytes, row.lag_bytes),
+        "updated_at": added.updated_at,
+    }  # fmt: skip
+    connection.execute(
+        statement.on_conflict_do_update(index_elements=[row.day, row.host, row.path], set_=sums)
+    )
 
 
 def _scoring_turn(connection: Connection) -> None:
@@ -383,6 +444,22 @@ def _batches(
                 return
 
 
+def _parse(
+    parse: Callable[[str], Any],
+    feed: Callable[[Any, int, str, list[Transaction]], None],
+    lines: Iterable[tuple[int, str]],
+    finished: list[Transaction],
+) -> int:
+    """Parse ``lines`` and feed their events to the correlator: how many gave one."""
+    parsed = 0
+    for offset, line in lines:
+        event = parse(line)
+        if event is not None:
+            parsed += 1
+            feed(event, offset, line, finished)
+    return parsed
+
+
 def _another_file(before: Position | None, now: Position) -> bool:
     """Whether ``now`` is in another file than ``before``, or in the same one truncated."""
     if before is None:
@@ -473,6 +550,9 @@ class LiveBatch:
     checkpoint: Checkpoint | None  # the correlator's state at ``position``, when one is due
     lines: int
     parsed: int
+    # of them, read for the first time (not again after a restart at the checkpoint)
+    new_lines: int = 0
+    new_parsed: int = 0
 
 
 @dataclass
@@ -506,6 +586,8 @@ class SourceReader:
         self._next_sweep = time.monotonic() + IDLE_SWEEP
         self._next_checkpoint = 0.0  # monotonic; the first batch saves one
         self._checkpoint_at: Position | None = saved.checkpoint.position if saved else None
+        # lines of this file before this offset were read (and counted) by a previous run
+        self._counted: Position | None = saved.read if saved else None
 
     @property
     def lines(self) -> int:
@@ -524,16 +606,30 @@ class SourceReader:
         parts = self.follower.read()
         finished: list[Transaction] = []
         parse, feed, correlator = parser.parse, self.correlator.feed, self.correlator
-        lines = parsed = 0
+        lines = parsed = again = parsed_again = 0
         for part in parts:
             self.files[part.fingerprint] = part.path
             correlator.source_file = part.fingerprint
-            for offset, line in part.lines:
-                event = parse(line)
-                if event is not None:
-                    parsed += 1
-                    feed(event, offset, line, finished)
+            counted = self._counted
+            if counted is not None and part.fingerprint == counted.fingerprint:
+                split = bisect_left(part.lines, counted.offset, key=lambda item: item[0])
+                parsed_again += _parse(parse, feed, part.lines[:split], finished)
+                parsed += _parse(parse, feed, part.lines[split:], finished)
+                again += split
+            else:
+                parsed += _parse(parse, feed, part.lines, finished)
             lines += len(part.lines)
+        parsed += parsed_again
+        position = self.follower.position
+        if (
+            self._counted is not None
+            and position is not None
+            and (
+                position.fingerprint != self._counted.fingerprint
+                or position.offset >= self._counted.offset
+            )
+        ):
+            self._counted = None  # past what the previous run read
         now = time.monotonic()
         if lines:
             self.last_line = time.time()
@@ -541,7 +637,6 @@ class SourceReader:
         elif now >= self._next_sweep:  # quiet: sessions and messages left hanging expire
             self._next_sweep = now + IDLE_SWEEP
             correlator.expire(time.time(), finished)
-        position = self.follower.position
         if position is None or not (lines or finished):
             return None
         self.parsed += parsed
@@ -555,7 +650,9 @@ class SourceReader:
             cost = time.monotonic() - now
             self._next_checkpoint = now + max(CHECKPOINT_EVERY, cost / CHECKPOINT_SHARE)
             self._checkpoint_at = position
-        return LiveBatch(classified, position, checkpoint, lines, parsed)
+        return LiveBatch(
+            classified, position, checkpoint, lines, parsed, lines - again, parsed - parsed_again
+        )
 
     def last_batch(self, held: LiveBatch | None) -> LiveBatch | None:
         """What to store when following stops: the batch ``held`` back (nothing was read
