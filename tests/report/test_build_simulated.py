@@ -4,7 +4,6 @@ abuse.  Ingested through the pipeline into SQLite (and PostgreSQL when configure
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from datetime import UTC, date, timedelta
 from pathlib import Path
@@ -21,6 +20,7 @@ from detector.report.json import report_json
 from detector.simulate import Day, GroundTruth, write_days
 from detector.store.session import open_database
 from tests.conftest import config_text
+from tests.report.logs import deferred_then_delivered
 
 FIRST = date(2026, 11, 28)
 DAYS = (
@@ -59,20 +59,6 @@ def reports(engine: Engine) -> list[dict[str, Any]]:
             )
             for i in range(len(DAYS))
         ]
-
-
-def deferred_then_delivered(log: Path, day: date) -> int:
-    """Queue ids of the day with a ``status=deferred`` line and a later ``status=sent`` one:
-    pflogsumm counts them as deferred, the store keeps their last outcome (delivered)."""
-    deferred: set[str] = set()
-    delivered: set[str] = set()
-    prefix = day.isoformat()
-    for line in log.read_text().splitlines():
-        if not line.startswith(prefix):
-            continue
-        if match := re.search(r" ([0-9A-Za-z]+): to=<.*status=(deferred|sent)", line):
-            (deferred if match[2] == "deferred" else delivered).add(match[1])
-    return len(deferred & delivered)
 
 
 def test_every_relay_number_equals_the_ground_truth(stored: Engine, simulated: Any) -> None:
@@ -155,7 +141,10 @@ def test_traffic_counts_as_pflogsumm_does(stored: Engine, simulated: Any) -> Non
         assert traffic["bounced"] == truth.bounced
         assert traffic["rejected"] == truth.rejected
         # the store keeps a recipient's last outcome: a deferral later delivered is delivered
-        later = deferred_then_delivered(log, FIRST + timedelta(days=index))
+        day = (FIRST + timedelta(days=index)).isoformat()
+        later, _ = deferred_then_delivered(
+            line for line in log.read_text().splitlines() if line.startswith(day)
+        )
         assert later > 0
         assert traffic["deferred"] + later == truth.deferred
         hours = traffic["per_hour"]
