@@ -7,6 +7,10 @@ are rescored, so a crash (even ``kill -9``) at any moment loses nothing and coun
 twice.  While the database cannot be written, the batch read is kept, reading stops (memory
 stays bounded) and writing is retried with back-off; ``/healthz`` and the log say so.
 
+The nightly report (:mod:`detector.report.schedule`) is built, stored and mailed by a worker
+thread with a database connection of its own, started from the main loop when it falls due
+(and at start, for the nights the daemon was down): following the logs never waits for it.
+
 Signals: SIGTERM and SIGINT stop it (the batch in hand is stored first, exit 0); SIGHUP
 re-reads the configuration (sources, networks, scoring; the database and listen address take
 effect at the next start).
@@ -34,8 +38,9 @@ from detector.enforce import Enforcer
 from detector.errors import DatabaseError, RelaywatchError, SchemaError
 from detector.follow import Wakeup
 from detector.ingest import LiveBatch, Pipeline, SourceReader
+from detector.report.schedule import Clock, ReportScheduler
 from detector.store.positions import Saved, load_position
-from detector.store.session import make_engine, open_database
+from detector.store.session import SQLITE_BUSY_TIMEOUT, make_engine, open_database
 
 log = logging.getLogger("relaywatch")
 
@@ -46,6 +51,7 @@ BATCH_PAUSE = 0.1
 came meanwhile (a commit per syslog write would cost more than the lines)."""
 WRITER_CACHE_MIB = 16  # SQLite page cache of the one connection that writes
 API_CACHE_MIB = 2  # … and of each connection of the API (up to 5 kept)
+REPORT_CACHE_MIB = 16  # … and of the report's, while it builds one
 
 
 def _first_line(exc: BaseException) -> str:
@@ -127,6 +133,7 @@ class Daemon:
         announce: Callable[[str], None] | None = None,
         poll: float = 2.0,
         busy_timeout: float = 2.0,
+        report_clock: Clock | None = None,
     ) -> None:
         self.settings = settings
         self.config_path = config_path
@@ -135,6 +142,7 @@ class Daemon:
         self.busy_timeout = busy_timeout  # seconds a write waits for another SQLite writer
         self.status = Status()
         self.enforcer = self.status.enforcer = Enforcer(settings)  # started by run()
+        self.reporter = ReportScheduler(settings, self._report_engine, clock=report_clock)
         self._stop = threading.Event()
         self._reload = False
         self._wakeup: Wakeup | None = None
@@ -182,6 +190,7 @@ class Daemon:
                 self._serve(api_engine)
                 self._follow(engine)
             finally:
+                self.reporter.close()
                 self._stop_serving()
                 self.enforcer.close()
                 engine.dispose()
@@ -204,6 +213,11 @@ class Daemon:
                 self._stop.wait(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
         return None
+
+    def _report_engine(self) -> Engine:
+        """The report worker's own engine: it waits for the daemon's writes as long as a batch
+        import would, rather than failing."""
+        return make_engine(self.settings.database.url, SQLITE_BUSY_TIMEOUT, REPORT_CACHE_MIB)
 
     def _serve(self, engine: Engine) -> None:
         import uvicorn
@@ -256,6 +270,7 @@ class Daemon:
                     continue
                 delay = 0.0
                 self.enforcer.tick(engine)
+                self.reporter.tick()  # the nightly report, when due: in a thread of its own
                 if busy:  # lines keep coming: gather them a little, not a commit per write
                     self._stop.wait(max(0.0, BATCH_PAUSE - (time.monotonic() - started)))
                     continue
@@ -392,6 +407,7 @@ class Daemon:
         ):
             self._new_enforcer(settings)
         self.settings = settings
+        self.reporter.reload(settings)
         pacer = pipeline.pacer
         pipeline = Pipeline(settings, engine)
         pipeline.pacer = pacer  # the clients waiting to be rescored still are
