@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 from detector.report.model import AcceptedRelay, Count, OffenderLine, Report
 from detector.report.text import (
+    SHOWN_EVIDENCE,
     SHOWN_LINES,
-    SHOWN_RECIPIENTS,
     attempts_of,
     clean,
     hour_slots,
@@ -25,7 +25,11 @@ from detector.report.text import (
     open_relay_line,
     per_hour,
     percent,
+    plural,
     quiet_line,
+    recipients_of,
+    relayed_for,
+    span,
     traffic_per_hour,
     trend_summary,
 )
@@ -206,56 +210,91 @@ def header(report: Report) -> str:
     )
 
 
-def transaction(relay: AcceptedRelay, report: Report) -> str:
-    client = f"{relay.client_name or 'unknown'}[{relay.client_ip or '?'}]"
-    shown = relay.recipients[:SHOWN_RECIPIENTS]
-    hidden = len(relay.recipients) - len(shown)
-    rcpts = ", ".join(e(f"<{r}>") for r in shown) + (f" and {n(hidden)} more" if hidden else "")
-    lines = "\n".join(e(line) for line in relay.lines[:SHOWN_LINES])
-    if len(relay.lines) > SHOWN_LINES:
-        lines += f"\n… {n(len(relay.lines) - SHOWN_LINES)} more lines"
-    queue = f" · queue {e(relay.queue_id)}" if relay.queue_id else ""
-    cell = 'style="padding:1px 8px 1px 0;border:0;vertical-align:top"'
+RED_CELL = f"border-bottom:1px solid #f1c0bb;background:{OPEN_RELAY_TINT}"
+
+
+def relayed_for_table(report: Report) -> str:
+    """Who the server relayed for: one row per outside client."""
     rows = "".join(
-        f'<tr><td {cell} class="muted">{name}</td><td {cell} class="mono wrap">{value}</td></tr>'
-        for name, value in (
-            ("client", e(client)),
-            ("HELO", e(relay.helo or "(none)")),
-            ("from", e(f"<{relay.sender or ''}>")),
-            ("to", rcpts),
-        )
+        f'<tr><td class="wrap" style="{RED_CELL}"><span class="mono"><b>{e(c.ip)}</b></span>'
+        f'<div class="muted wrap">{e(", ".join(c.names) or "unknown")}</div>'
+        f'<div class="muted wrap">HELO {e(", ".join(c.helos) or "(none)")}</div></td>'
+        f'<td class="n" style="{RED_CELL}"><b>{n(c.transactions)}</b></td>'
+        f'<td class="n" style="{RED_CELL}"><b>{n(c.recipients)}</b></td>'
+        f'<td style="{RED_CELL};white-space:nowrap">{e(span(c.first, c.last, report))}</td></tr>'
+        for c in relayed_for(report)
     )
     return (
-        f'<div style="margin:10px 0 0;padding:8px 10px;background:{OPEN_RELAY_TINT};'
-        f'border-left:4px solid {OPEN_RELAY_RED}">'
-        f"<b>{e(local(relay.time, report, '%H:%M:%S'))}</b> · {e(relay.host)}{queue}"
-        f'<table style="width:auto;margin-top:4px">{rows}</table>'
-        f"<pre>{lines}</pre></div>"
+        "<h3>Relayed for</h3><table><tr><th>outside client (reverse name, HELO)</th>"
+        '<th class="n">transactions</th><th class="n">recipients</th><th>when</th></tr>'
+        f"{rows}</table>"
+    )
+
+
+def transaction_row(relay: AcceptedRelay, report: Report) -> str:
+    return (
+        f'<tr><td style="white-space:nowrap">{e(local(relay.time, report, "%H:%M:%S"))}'
+        f'<div class="muted mono">{e(relay.queue_id or "")}</div></td>'
+        f'<td><span class="mono" style="white-space:nowrap">{e(relay.client_ip or "?")}</span>'
+        f'<div class="muted wrap">{e(relay.client_name or "unknown")}</div>'
+        f'<div class="muted wrap">HELO {e(relay.helo or "(none)")}</div></td>'
+        f'<td class="mono wrap"><span class="muted">from</span> &lt;{e(relay.sender or "")}&gt;'
+        f'<div><span class="muted">to</span> {e(recipients_of(relay, 3))}</div></td></tr>'
     )
 
 
 def open_relay(report: Report) -> str:
+    """The red headline, who the server relayed for and each transaction in one row."""
     if not report.headline.open_relay:
         return ""
+    count = len(report.accepted)
     shown = report.accepted[: report.top]
-    more = len(report.accepted) - len(shown)
+    more = count - len(shown)
     rest = (
         f'<p class="muted">… {n(more)} more transactions: the JSON report has them all.</p>'
         if more > 0
         else ""
     )
-    count = len(report.accepted)
+    transactions = (
+        "<h3>Transactions</h3><table><tr><th>time</th><th>client</th>"
+        "<th>sender and recipients</th></tr>"
+        + "".join(transaction_row(relay, report) for relay in shown)
+        + "</table>"
+        + rest
+        if shown
+        else ""
+    )
     return (
-        f'<table role="presentation" style="width:100%;margin:16px 0 0;border-collapse:collapse">'
+        '<table role="presentation" style="width:100%;margin:16px 0 0;border-collapse:collapse">'
         f'<tr><td style="background:{OPEN_RELAY_RED};color:#ffffff;padding:14px 16px;'
         f'font-size:20px;font-weight:bold;border:0">{e(open_relay_line(report))}'
-        f'<div style="font-size:13px;font-weight:normal;margin-top:4px">Mail from outside '
-        f"clients was accepted and sent on to outside recipients in {n(count)} "
-        f"transaction{'s' if count != 1 else ''}. Close the relay (mynetworks, relay "
-        "restrictions, connectors), then see who sent it below.</div></td></tr></table>"
-        + "".join(transaction(relay, report) for relay in shown)
-        + rest
+        '<div style="font-size:13px;font-weight:normal;margin-top:4px">Mail from outside '
+        f"clients was accepted and sent on to outside recipients in {plural(count, 'transaction')}"
+        ". Close the relay (mynetworks, relay restrictions, connectors); the log lines are "
+        "at the end of this report.</div></td></tr></table>"
+        f'<div style="padding:0 10px 8px;border:2px solid {OPEN_RELAY_RED};border-top:0">'
+        + (relayed_for_table(report) if report.accepted else "")
+        + transactions
+        + "</div>"
     )
+
+
+def evidence(report: Report) -> str:
+    """The log lines of the first accepted transactions."""
+    if not report.accepted:
+        return ""
+    shown = report.accepted[:SHOWN_EVIDENCE]
+    blocks = []
+    for relay in shown:
+        lines = "\n".join(e(line) for line in relay.lines[:SHOWN_LINES])
+        if len(relay.lines) > SHOWN_LINES:
+            lines += f"\n… {n(len(relay.lines) - SHOWN_LINES)} more lines"
+        blocks.append(
+            f'<div style="margin:8px 0 0"><b>{e(local(relay.time, report, "%H:%M:%S"))}</b> · '
+            f"{e(relay.host)} · queue {e(relay.queue_id or '-')}<pre>{lines}</pre></div>"
+        )
+    of = f"the first {len(shown)} of {n(len(report.accepted))}"
+    return section(f"Log lines of the accepted relays ({of} transactions)", "".join(blocks))
 
 
 def tiles(report: Report) -> str:
@@ -350,8 +389,8 @@ def offender_row(o: OffenderLine, report: Report) -> str:
         if o.blocked_until
         else f'<span style="color:{MUTED}">not blocked</span>'
     )
-    names = ", ".join(o.client_names) or "-"
-    helos = ", ".join(o.helos) or "-"
+    names = ", ".join(o.client_names) or "(no reverse name logged)"
+    helos = ", ".join(o.helos) or "(none)"
     return (
         f'<tr><td class="wrap"><span class="mono"><b>{e(o.ip)}</b></span> {badge(o)}'
         f'<div class="muted wrap">{e(names)}</div>'
@@ -518,6 +557,7 @@ def render_html(report: Report) -> str:
             who,
             per_host,
             suspects,
+            evidence,
             traffic,
             seen,
             notes,

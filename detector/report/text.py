@@ -13,6 +13,7 @@ import textwrap
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta, tzinfo
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from detector.report.model import (
@@ -27,6 +28,19 @@ from detector.report.model import (
 WIDTH = 80
 SHOWN_RECIPIENTS = 8  # per accepted transaction; the JSON has them all
 SHOWN_LINES = 12  # log lines per accepted transaction
+SHOWN_EVIDENCE = 3  # accepted transactions whose log lines are shown
+
+
+class RelayedFor(NamedTuple):
+    """An outside client the server relayed for, from the accepted transactions."""
+
+    ip: str
+    names: tuple[str, ...]
+    helos: tuple[str, ...]
+    transactions: int
+    recipients: int
+    first: datetime
+    last: datetime
 
 
 # --- shared with the HTML renderer ----------------------------------------------------------
@@ -126,6 +140,16 @@ def short(moment: datetime, report: Report) -> str:
     inside = report.period.start <= moment < report.period.end
     form = "%H:%M" if inside and is_one_day(report.period) else "%m-%d %H:%M"
     return moment.astimezone(zone).strftime(form)
+
+
+def span(first: datetime, last: datetime, report: Report) -> str:
+    """``13:02-13:40``, or ``13:02`` when both are the same minute."""
+    start, end = short(first, report), short(last, report)
+    return start if start == end else f"{start}-{end}"
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
 
 
 def human_bytes(size: int) -> str:
@@ -341,34 +365,88 @@ def headline(report: Report) -> list[str]:
     return out
 
 
-def transaction(relay: AcceptedRelay, report: Report) -> list[str]:
-    queue = f"  queue {relay.queue_id}" if relay.queue_id else ""
-    client = f"{relay.client_name or 'unknown'}[{relay.client_ip or '?'}]"
-    shown = list(relay.recipients[:SHOWN_RECIPIENTS])
-    hidden = len(relay.recipients) - len(shown)
-    rcpts = ", ".join(f"<{r}>" for r in shown) + (f" and {hidden:,} more" if hidden else "")
-    out = [cut(f"{local(relay.time, report, '%H:%M:%S')}  {relay.host}{queue}")]
-    out += [cut(f"  client  {client}"), cut(f"  helo    {relay.helo or '(none)'}")]
-    out.append(cut(f"  from    <{relay.sender or ''}>"))
-    out += wrap(rcpts, indent=" " * 10, first="  to      ")
-    lines = relay.lines[:SHOWN_LINES]
-    for n, line in enumerate(lines):
-        out.append(cut(("  log     " if n == 0 else " " * 10) + line))
-    if len(relay.lines) > len(lines):
-        out.append(f"{' ' * 10}… {len(relay.lines) - len(lines):,} more lines")
-    return out
+def recipients_of(relay: AcceptedRelay, shown: int = SHOWN_RECIPIENTS) -> str:
+    """``<a@x>, <b@y> and 5 more``."""
+    listed = ", ".join(f"<{r}>" for r in relay.recipients[:shown])
+    hidden = len(relay.recipients) - shown
+    return listed + (f" and {hidden:,} more" if hidden > 0 else "")
+
+
+def recipients_in(relay: AcceptedRelay, room: int) -> str:
+    """As many recipients as fit in ``room`` columns, and how many more there are."""
+    total = len(relay.recipients)
+    for shown in range(total, 0, -1):
+        listed = recipients_of(relay, shown)
+        if width(clean(listed)) <= room:
+            return listed
+    return f"{total:,} recipients"
+
+
+def relayed_for(report: Report) -> list[RelayedFor]:
+    """The clients the server relayed for, the one with most recipients first."""
+    by_client: dict[str, list[AcceptedRelay]] = {}
+    for relay in report.accepted:
+        by_client.setdefault(relay.client_ip or "?", []).append(relay)
+    found = [
+        RelayedFor(
+            ip=ip,
+            names=tuple(dict.fromkeys(r.client_name for r in relays if r.client_name)),
+            helos=tuple(dict.fromkeys(r.helo for r in relays if r.helo)),
+            transactions=len(relays),
+            recipients=sum(len(r.recipients) for r in relays),
+            first=min(r.time for r in relays),
+            last=max(r.time for r in relays),
+        )
+        for ip, relays in by_client.items()
+    ]
+    return sorted(found, key=lambda c: (-c.recipients, c.ip))
 
 
 def accepted_section(report: Report) -> list[str]:
+    """Who the server relayed for, then each transaction in two lines: when, where, who;
+    sender and recipients.  The log lines come later (:func:`evidence_section`)."""
     if not report.accepted:
         return []
     n = len(report.accepted)
     out = heading(f"Accepted relays: what the server relayed ({n:,} transactions)")
+    out.append("relayed for")
+    for client in relayed_for(report):
+        name = ", ".join(client.names) or "unknown"
+        helo = ", ".join(client.helos) or "(none)"
+        out.append(cut(f"  {client.ip}  {name}  helo {helo}"))
+        out.append(
+            cut(
+                f"      {plural(client.transactions, 'transaction')}, "
+                f"{plural(client.recipients, 'recipient')}, "
+                f"{span(client.first, client.last, report)}"
+            )
+        )
+    out.append("")
     for relay in report.accepted[: report.top]:
-        out += [*transaction(relay, report), ""]
+        queue = f"  {relay.queue_id}" if relay.queue_id else ""
+        who = f"{relay.client_name or 'unknown'}[{relay.client_ip or '?'}]"
+        out.append(cut(f"{local(relay.time, report, '%H:%M:%S')}  {relay.host}{queue}  {who}"))
+        helo = relay.helo or "(none)"
+        out.append(cut(f"          helo {helo}  from <{relay.sender or ''}>"))
+        out.append(cut(f"          to {recipients_in(relay, WIDTH - 13)}"))
     if n > report.top:
-        out.append(f"… {n - report.top:,} more transactions (all of them are in the JSON report)")
-    return out[:-1] if out[-1] == "" else out
+        out.append(f"… {n - report.top:,} more transactions (the JSON report has them all)")
+    return out
+
+
+def evidence_section(report: Report) -> list[str]:
+    """The log lines of the first accepted transactions, cut to the width."""
+    if not report.accepted:
+        return []
+    shown = report.accepted[:SHOWN_EVIDENCE]
+    of = f"the first {len(shown)} of {len(report.accepted):,}"
+    out = heading(f"Log lines of the accepted relays ({of} transactions)")
+    for relay in shown:
+        out.append(f"{local(relay.time, report, '%H:%M:%S')}  {relay.host}  {relay.queue_id or ''}")
+        out += [cut("  " + line) for line in relay.lines[:SHOWN_LINES]]
+        if len(relay.lines) > SHOWN_LINES:
+            out.append(f"  … {len(relay.lines) - SHOWN_LINES:,} more lines")
+    return out
 
 
 def hourly_section(report: Report) -> list[str]:
@@ -541,6 +619,7 @@ SECTIONS: tuple[Callable[[Report], list[str]], ...] = (
     lambda r: counts("Top sender domains (forged senders)", r.sender_domains),
     lambda r: counts("Top HELO names", r.helos),
     suspects_section,
+    evidence_section,
     traffic_section,
     seen_section,
     notes_section,

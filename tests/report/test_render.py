@@ -4,12 +4,16 @@ first, what must never be left out, and what log text must never do to a termina
 from __future__ import annotations
 
 import dataclasses
+import html
 import re
+import struct
 import unicodedata
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from detector.report import render
 from detector.report.html import OPEN_RELAY_RED, render_html
 from detector.report.model import Count, Period, Report
 from detector.report.text import hour_slots, per_hour, render_text
@@ -24,6 +28,7 @@ from tests.report.reports import (
     quiet_report,
 )
 
+DOCS = Path(__file__).resolve().parent.parent.parent / "docs"
 REPORTS = {"open relay": open_relay_report, "quiet": quiet_report, "busy": busy_report}
 
 
@@ -63,19 +68,26 @@ def test_text_lines_are_at_most_80_columns(make: object) -> None:
 
 def test_text_opens_with_the_open_relay_and_its_transactions() -> None:
     report = open_relay_report()
-    lines = render_text(report).splitlines()
+    text = render_text(report)
+    lines = text.splitlines()
     first = next(i for i, line in enumerate(lines) if "OPEN RELAY" in line)
     assert first <= 4  # right under the title
     assert lines[first] == "OPEN RELAY: the server relayed mail from outside to outside 3 times"
-    text = "\n".join(lines)
+    accepted = text.split("Accepted relays: what the server relayed (2 transactions)\n")[1]
+    accepted = accepted.split("\n\n\n")[0].split("Relay attempts per hour")[0]
     assert text.index("OPEN RELAY") < text.index("refused relay attempts")
+    assert "  203.0.113.77  unknown  helo mail.totally-legit.example\n" in accepted
+    assert "      1 transaction, 2 recipients, 13:02\n" in accepted
     for relay in report.accepted:
-        assert f"[{relay.client_ip}]" in text
-        assert f"helo    {relay.helo}" in text
-        assert f"from    <{relay.sender}>" in text
-        for rcpt in relay.recipients:
-            assert f"<{rcpt}>" in text
-        assert relay.lines[0][:60] in text  # the log lines, cut to the width
+        assert f"  {relay.queue_id}  {relay.client_name}[{relay.client_ip}]\n" in accepted
+        assert f"          helo {relay.helo}  from <{relay.sender}>\n" in accepted
+        assert "          to " + ", ".join(f"<{r}>" for r in relay.recipients) in accepted
+    # the log lines, cut to the width, after the rest of the relay abuse
+    evidence = text.split("Log lines of the accepted relays (the first 2 of 2 transactions)")[1]
+    assert text.index("Top HELO names") < text.index("Log lines of the accepted relays")
+    for relay in report.accepted:
+        for line in relay.lines:
+            assert "  " + line[:60] in evidence
 
 
 @pytest.mark.parametrize("make", [quiet_report, busy_report], ids=["quiet", "busy"])
@@ -136,6 +148,7 @@ def test_text_sections_come_in_the_order_an_administrator_asks() -> None:
         "Top sender domains (forged senders)",
         "Top HELO names",
         "Suspect accounts: authenticated relaying that looks like a stolen password",
+        "Log lines of the accepted relays (the first 2 of 2 transactions)",
         "Mail traffic: Grand Totals",
         "Rejected by reason",
         "Traffic per hour",
@@ -220,16 +233,20 @@ def test_text_cuts_long_recipient_lists_and_log_lines() -> None:
     many = tuple(f"victim{n}@outside.example" for n in range(30))
     report = open_relay_report(accepted=(accepted_relay(at(9), recipients=many),))
     text = render_text(report)
-    assert "<victim7@outside.example> and 22 more" in text
-    assert "<victim8@outside.example>" not in text
-    assert "… 22 more lines" in text  # 4 + 30 lines, 12 shown
+    # as many recipients as fit on the line, and how many more there are
+    assert (
+        "\n          to <victim0@outside.example>, <victim1@outside.example> and 28 more\n" in text
+    )
+    assert "  … 22 more lines" in text  # 4 + 30 lines, 12 shown
 
 
 def test_text_lists_at_most_top_transactions() -> None:
     relays = tuple(accepted_relay(at(10, n), queue_id=f"Q{n:04d}") for n in range(25))
     text = render_text(open_relay_report(accepted=relays))
-    assert "queue Q0019" in text and "queue Q0020" not in text
+    assert "  mx1  Q0019  " in text and "Q0020" not in text
     assert "… 5 more transactions" in text
+    assert "(the first 3 of 25 transactions)" in text
+    assert "  Q0002\n" in text and "  Q0003\n" not in text  # log lines of three only
 
 
 def test_hours_of_a_day_with_a_repeated_hour_are_24() -> None:
@@ -306,12 +323,22 @@ def test_html_open_relay_headline_comes_first_in_red_with_the_transactions() -> 
     report = open_relay_report()
     page = render_html(report)
     banner = page.index("OPEN RELAY: the server relayed mail from outside to outside 3 times")
-    assert page.index("<h1>") < banner < page.index("refused relay attempts")
+    tiles = page.index("refused relay attempts")
+    assert page.index("<h1>") < banner < page.index("Relayed for") < tiles
     assert f"background:{OPEN_RELAY_RED}" in page[page.rindex("<td", 0, banner) : banner]
+    top = page[banner:tiles]
     for relay in report.accepted:
-        assert f"[{relay.client_ip}]" in page
-        assert page.index(f"queue {relay.queue_id}") < page.index("refused relay attempts")
-        assert relay.lines[0] in page  # whole, the browser wraps them
+        assert f"<b>{relay.client_ip}</b>" in top  # relayed for
+        row = top[top.index(f">{relay.queue_id}<") :].split("</tr>")[0]
+        assert f">{relay.client_ip}<" in row and f"HELO {relay.helo}" in row
+        assert f"from</span> &lt;{relay.sender}&gt;" in row
+        for rcpt in relay.recipients:
+            assert f"&lt;{rcpt}&gt;" in row
+    evidence = page.index("Log lines of the accepted relays (the first 2 of 2 transactions)")
+    assert page.index("What they sent") < evidence
+    for relay in report.accepted:
+        for line in relay.lines:
+            assert html.escape(line) in page[evidence:]  # whole, the browser wraps them
 
 
 @pytest.mark.parametrize("make", [quiet_report, busy_report], ids=["quiet", "busy"])
@@ -356,3 +383,18 @@ def test_html_offenders_table() -> None:
     assert LONG_NAME in page  # whole: the page wraps it
     assert page.count(">returning</span>") == 10
     assert page.count(">new</span>") == 10
+
+
+def test_render_dispatches_to_the_text_and_html_renderers() -> None:
+    report = open_relay_report()
+    assert render(report, "text") == render_text(report)
+    assert render(report, "html") == render_html(report)
+
+
+def test_the_sample_under_docs_is_a_self_contained_report() -> None:
+    page = (DOCS / "report-sample.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and "OPEN RELAY" in page
+    assert "<script" not in page.lower() and not LOADS.search(page)
+    picture = (DOCS / "report-sample.png").read_bytes()
+    assert picture[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", picture[16:24]) == (1000, 2600)  # docs/make_report_sample.py
