@@ -28,6 +28,7 @@ from detector.report.text import (
     plural,
     quiet_line,
     recipients_of,
+    rejected_share,
     relayed_for,
     span,
     traffic_per_hour,
@@ -465,8 +466,7 @@ def traffic(report: Report) -> str:
         ("bounced", n(t.bounced)),
         (
             "rejected",
-            f"{n(t.rejected)} <span class='muted'>"
-            f"({percent(t.rejected, t.delivered + t.rejected)})</span>",
+            f"{n(t.rejected)} <span class='muted'>({rejected_share(report)})</span>",
         ),
     )
     right = (

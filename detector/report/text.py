@@ -167,6 +167,14 @@ def percent(part: int, whole: int) -> str:
     return "<1%" if 0 < share < 1 else f"{share:.0f}%"
 
 
+def rejected_share(report: Report) -> str:
+    """pflogsumm's ``rejected (N%)``: of delivered + rejected, truncated as it does (it also
+    counts discarded messages, which the model does not hold)."""
+    t = report.traffic
+    whole = t.delivered + t.rejected
+    return f"{100 * t.rejected // whole}%" if whole else "0%"
+
+
 def trend_summary(report: Report) -> str | None:
     """``today 4,021; 3.9 x the average of the 7 days before (1,031)``."""
     if not report.trend:
@@ -536,7 +544,7 @@ def traffic_section(report: Report) -> list[str]:
             (t.delivered, "delivered"),
             (t.deferred, f"deferred  ({t.deferrals:,} deferrals)"),
             (t.bounced, "bounced"),
-            (t.rejected, f"rejected ({percent(t.rejected, t.delivered + t.rejected)})"),
+            (t.rejected, f"rejected ({rejected_share(report)})"),
         ]
     )
     out.append("")
