@@ -109,6 +109,7 @@ TREND_DAYS = 7
 SUSPECT_OUTSIDE_RECIPIENTS = 20
 SUSPECT_CLIENT_IPS = 5
 _CHUNK = 500  # values in one IN (...) list
+NO_NAME = "unknown"  # Postfix's client name when the address has no (verified) reverse name
 
 
 def machine_zone() -> tzinfo:
@@ -358,7 +359,8 @@ def _attempt_tables(
         tables.per_host[host] += 1
         tables.targets[domain or "(none)"] += 1
         tables.senders[_domain(sender) or "<>"] += 1
-        tables.helos[helo or "(none)"] += 1
+        if helo:  # Postfix names it only on refusals, not on accepted mail
+            tables.helos[helo] += 1
         if kind == ACCEPTED:
             accepted += 1
             accepted_ids.setdefault(txn_id)
@@ -369,7 +371,7 @@ def _attempt_tables(
         o = offenders.get(ip)
         if o is None:
             o = offenders[ip] = _Offender()
-        if name and name != "unknown":  # Postfix's word for "no reverse name"
+        if name and name != NO_NAME:
             o.names.add(name)
         if helo:
             o.helos.add(helo)
@@ -482,7 +484,7 @@ def _accepted(
             host=row.host,
             queue_id=row.queue_id,
             client_ip=row.client_ip,
-            client_name=row.client_name,
+            client_name=None if row.client_name == NO_NAME else row.client_name,
             helo=row.helo,
             sender=row.sender,
             recipients=tuple(recipients[i]),
