@@ -14,7 +14,16 @@ from sqlalchemy import Engine
 from starlette.exceptions import HTTPException
 
 from api.auth import AccessDenied
-from api.routes import allowlist, blocklist, crowdsec, decisions, health, offenders, transactions
+from api.routes import (
+    allowlist,
+    blocklist,
+    crowdsec,
+    decisions,
+    health,
+    offenders,
+    reports,
+    transactions,
+)
 from api.routes.crowdsec import BouncerStreams
 from api.schemas import Problem
 from detector.config import Settings
@@ -57,7 +66,7 @@ def create_app(
         for status in (400, 404, 422)
     }
     routers = (health.router, offenders.router, transactions.router, decisions.router,
-               crowdsec.router, allowlist.router, blocklist.router)  # fmt: skip
+               crowdsec.router, allowlist.router, blocklist.router, reports.router)  # fmt: skip
     for router in routers:
         app.include_router(router, responses=problems)
     _error_handlers(app)

@@ -177,3 +177,29 @@ class CrowdSecDecision(BaseModel):
 class CrowdSecStream(BaseModel):
     new: list[CrowdSecDecision] | None
     deleted: list[CrowdSecDecision] | None
+
+
+# the nightly tracking reports
+
+
+class ReportOut(BaseModel):
+    """A stored report: which, when built, its headline numbers, how mailing it went."""
+
+    day: str = Field(description="the local day it covers (its label)", examples=["2026-12-01"])
+    host: str = Field(description='the relay host it covers; "" for all of them')
+    created_at: str
+    open_relay: bool = Field(description="an outside client's relay was accepted that day")
+    accepted_relays: int
+    refused_relays: int
+    relay_attempts: int
+    offenders: int
+    new_blocks: int
+    mailed_at: str | None = Field(description="when the SMTP server took it; null: not mailed")
+    mail_error: str | None = Field(
+        description="why it is not mailed (yet), or recipients the server refused"
+    )
+    url: str = Field(description="where to read it", examples=["/v1/reports/2026-12-01"])
+
+
+class ReportList(BaseModel):
+    reports: list[ReportOut]
