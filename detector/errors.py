@@ -5,7 +5,8 @@ RelaywatchError            a message for the user; the CLI prints it and exits 1
  ├── InputError            a log file or argument cannot be used
  ├── DatabaseError         the database cannot be reached
  │    └── SchemaError      … or is not at the schema revision this version needs
- └── NotFound              the thing asked for does not exist (HTTP 404)
+ ├── NotFound              the thing asked for does not exist (HTTP 404)
+ └── MailError             the SMTP server did not take the report
 """
 
 from __future__ import annotations
@@ -35,3 +36,9 @@ class SchemaError(DatabaseError):
 
 class NotFound(RelaywatchError):
     status_code = 404
+
+
+class MailError(RelaywatchError):
+    """The report could not be handed to the SMTP server."""
+
+    status_code = 502

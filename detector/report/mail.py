@@ -29,14 +29,10 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from detector.config import ReportSettings
-from detector.errors import RelaywatchError
+from detector.errors import MailError
 
 TIMEOUT = 30.0
 """Seconds an SMTP connection may wait for the server at each step."""
-
-
-class MailError(RelaywatchError):
-    """The report could not be handed to the SMTP server."""
 
 
 def plural(count: int, word: str) -> str:

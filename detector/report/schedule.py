@@ -47,6 +47,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, Engine, and_, exists, select, text, update
 
 from detector.config import Settings
+from detector.errors import MailError
 from detector.report import mail
 from detector.report.build import machine_zone
 from detector.report.stored import ALL_HOSTS, Rendered, headline, mailed, store_report
@@ -308,7 +309,7 @@ class ReportScheduler:
         )  # fmt: skip
         try:
             refused = self._send(message, settings, context=self._tls)
-        except mail.MailError as exc:
+        except MailError as exc:
             log.error("report of %s not mailed: %s; trying again in %s", label, exc, RETRY)
             with engine.begin() as connection:
                 mailed(connection, label, ALL_HOSTS, None, str(exc))
