@@ -336,6 +336,15 @@ def _same_file(file: _File, path: Path) -> bool:
     return (stat.st_dev, stat.st_ino) == (file.device, file.inode)
 
 
+def _not_the_stop_race(record: logging.LogRecord) -> bool:
+    """watchdog logs an ERROR when its inotify thread is asked for events just as the observer
+    stops (it then returns none, which is right): not worth a line in the daemon's log."""
+    return "called when the thread is inactive" not in record.getMessage()
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_not_the_stop_race)
+
+
 class Wakeup:
     """Wakes the reader when something happens in the directories of the sources (watchdog),
     and at least every ``poll`` seconds anyway (network file systems, missed events, a
