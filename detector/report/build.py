@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection, Integer, case, cast, func, literal, or_, select
 
 from detector.decide import _HIT as DECISION_HIT  # the refusal text that names a decision
 from detector.report.model import (
@@ -552,6 +552,26 @@ def _blocks(connection: Connection, start: datetime, end: datetime) -> _Blocks:
 # ------------------------------------------------------------------------ traffic
 
 
+def _bucket(connection: Connection, epoch: Any, start: float) -> Any:
+    """The hour of the period an epoch column falls in (0, 1, …), computed by the database."""
+    hours = (epoch - start) / 3600.0
+    if connection.dialect.name == "sqlite":  # CAST truncates, and times are >= start
+        return cast(hours, Integer)
+    return cast(func.floor(hours), Integer)
+
+
+def _without_address(connection: Connection, reason: Any) -> Any:
+    """A refusal's text with the address in front (``<a@b.example>: …``) made ``<>``, so that
+    the database groups refusals by what was said rather than to whom (see reject_label)."""
+    find = func.instr(reason, ">: ") if connection.dialect.name == "sqlite" else None
+    if find is None:
+        find = func.strpos(reason, ">: ")
+    return case(
+        (reason.like("<%") & (find > 0), literal("<>") + func.substr(reason, find + 1)),
+        else_=reason,
+    )
+
+
 def _traffic(
     connection: Connection,
     start: datetime,
@@ -561,138 +581,181 @@ def _traffic(
     top: int,
 ) -> tuple[Traffic, int, tuple[SuspectAccount, ...]]:
     """The period's mail as pflogsumm counts it, the enforcement hits in it, and the suspect
-    accounts."""
+    accounts.  Counted by the database (GROUP BY): a day of millions of lines has about a
+    million recipients, too many to hand to Python one by one."""
     s, e = start.timestamp(), end.timestamp()
     t, r = TransactionRow, RecipientRow
-    query = (
-        select(
-            t.id, t.started_at, t.ended_at, t.queue_id, t.client_ip, t.local_submission,
-            t.sender, t.size, t.reject_reason, t.sasl_user, t.sender_local,
-            r.time, r.address, r.domain, r.outcome, r.reason, r.direction,
-        )
-        .select_from(t)
-        .outerjoin(r, r.transaction_id == t.id)
-        .where(
-            t.started_at >= s - LOOKBACK,
-            t.started_at < e,
-            or_(t.started_at >= s, t.ended_at >= s),
-        )
-    )  # fmt: skip
-    if host is not None:
-        query = query.where(t.host == host)
-
     n = len(hours.labels)
-    received_h, delivered_h, deferred_h, bounced_h, rejected_h = ([0] * n for _ in range(5))
-    received = delivered = bounced = rejected = deferrals = 0
-    bytes_received = bytes_delivered = 0
-    hits = 0
-    deferred_messages: set[int] = set()
-    senders: set[str] = set()
-    recipients: set[str] = set()
-    reasons: Counter[str] = Counter()
-    sender_domains: Counter[str] = Counter()
-    recipient_domains: Counter[str] = Counter()
-    accounts: dict[str, _Account] = {}
-    seen: dict[int, bool] = {}  # transaction id -> queued (a recipient not refused, or a queue id)
-    whole_rejects: list[tuple[float, str]] = []
-    index = hours.index
-    delivered_outcome, deferred_outcome = Outcome.DELIVERED, Outcome.DEFERRED
-    bounced_outcome, rejected_outcome = Outcome.BOUNCED, Outcome.REJECTED
-
-    first_rows: dict[int, Any] = {}
-    for row in connection.execute(query):
-        (txn_id, started, _, queue_id, _, _, _, size, reject_reason, sasl_user, _,
-         when, address, domain, outcome, reason, direction) = row  # fmt: skip
-        if txn_id not in seen:
-            seen[txn_id] = queue_id is not None
-            first_rows[txn_id] = row
-            if reject_reason is not None and s <= started < e:
-                whole_rejects.append((started, reject_reason))
-        if outcome is None:
-            continue
-        if outcome != rejected_outcome:
-            seen[txn_id] = True
-        if not s <= when < e:
-            continue
-        if outcome == delivered_outcome:
-            delivered += 1
-            delivered_h[index(when)] += 1
-            bytes_delivered += size or 0
-            recipients.add(address)
-            recipient_domains[domain or _domain(address) or "(none)"] += 1
-        elif outcome == rejected_outcome:
-            rejected += 1
-            rejected_h[index(when)] += 1
-            reasons[reject_label(reason)] += 1
-            if reason and "relaywatch" in reason and DECISION_HIT.search(reason):
-                hits += 1
-        elif outcome == deferred_outcome:
-            deferrals += 1
-            if txn_id not in deferred_messages:
-                deferred_messages.add(txn_id)
-                deferred_h[index(when)] += 1
-        elif outcome == bounced_outcome:
-            bounced += 1
-            bounced_h[index(when)] += 1
-        if (
-            sasl_user is not None
-            and outcome != rejected_outcome
-            and direction is not None
-            and direction.endswith("ext")
-        ):
-            _account(accounts, sasl_user).outside_recipients.add(address)
-
-    for started, reason in whole_rejects:
-        rejected += 1
-        rejected_h[index(started)] += 1
-        reasons[reject_label(reason)] += 1
-        if "relaywatch" in reason and DECISION_HIT.search(reason):
-            hits += 1
-
-    for txn_id, row in first_rows.items():
-        started = row.started_at
-        if not s <= started < e or not seen[txn_id]:
-            continue
-        if row.client_ip is None and not row.local_submission:
-            continue  # queued by the server itself (a bounce notice): not received
-        received += 1
-        received_h[index(started)] += 1
-        bytes_received += row.size or 0
-        sender = row.sender
-        if sender is not None:
-            senders.add(sender or "<>")
-            sender_domains[_domain(sender) or "<>"] += 1
-        if row.sasl_user is not None:
-            account = _account(accounts, row.sasl_user)
-            account.messages += 1
-            if row.client_ip is not None:
-                account.client_ips.add(row.client_ip)
-            if sender and row.sender_local is False:
-                account.outside_senders.add(sender)
-
-    per_hour = tuple(
-        HourTraffic(
-            label, received_h[i], delivered_h[i], deferred_h[i], bounced_h[i], rejected_h[i]
-        )
-        for i, label in enumerate(hours.labels)
+    per_hour = {name: [0] * n for name in ("received", "delivered", "deferred", "bounced")}
+    per_hour["rejected"] = [0] * n
+    in_period = [t.started_at >= s, t.started_at < e]
+    if host is not None:
+        in_period.append(t.host == host)
+    # recipients whose outcome was logged in the period, of messages received up to LOOKBACK
+    # before it (transactions.started_at is indexed; recipients.time is not, but for attempts)
+    logged = [
+        t.started_at >= s - LOOKBACK,
+        t.started_at < e,
+        or_(t.started_at >= s, t.ended_at >= s),
+        r.time >= s,
+        r.time < e,
+    ]
+    if host is not None:
+        logged.append(t.host == host)
+    outcome = r.outcome
+    key = case(
+        (outcome == Outcome.DELIVERED, r.domain),
+        (outcome == Outcome.REJECTED, _without_address(connection, r.reason)),
+        else_=None,
     )
+    bucket = _bucket(connection, r.time, s)
+    rows = connection.execute(
+        select(
+            outcome, bucket, key, func.count(), func.coalesce(func.sum(t.size), 0),
+        )
+        .select_from(r)
+        .join(t, t.id == r.transaction_id)
+        .where(*logged)
+        .group_by(outcome, bucket, key)
+    )  # fmt: skip
+    totals: Counter[str] = Counter()
+    bytes_delivered = 0
+    deferred_messages = 0
+    reasons: Counter[str] = Counter()
+    recipient_domains: Counter[str] = Counter()
+    hits = 0
+    for kind, hour, name, count, size in rows:
+        hour = min(max(int(hour), 0), n - 1)
+        totals[kind] += count
+        if kind == Outcome.DELIVERED:
+            per_hour["delivered"][hour] += count
+            bytes_delivered += int(size)
+            recipient_domains[name or "(none)"] += count
+        elif kind == Outcome.DEFERRED:
+            per_hour["deferred"][hour] += count  # deferrals, as pflogsumm's hours count them
+        elif kind == Outcome.BOUNCED:
+            per_hour["bounced"][hour] += count
+        elif kind == Outcome.REJECTED:
+            per_hour["rejected"][hour] += count
+            reasons[reject_label(name)] += count
+            if name and "relaywatch" in name and DECISION_HIT.search(name):
+                hits += count
+    if totals[Outcome.DEFERRED]:  # distinct messages over the whole period
+        deferred_messages = connection.execute(
+            select(func.count(func.distinct(r.transaction_id)))
+            .select_from(r)
+            .join(t, t.id == r.transaction_id)
+            .where(*logged, outcome == Outcome.DEFERRED)
+        ).scalar_one()
+    recipients = 0
+    if totals[Outcome.DELIVERED]:
+        recipients = connection.execute(
+            select(func.count(func.distinct(r.address)))
+            .select_from(r)
+            .join(t, t.id == r.transaction_id)
+            .where(*logged, outcome == Outcome.DELIVERED)
+        ).scalar_one()
+
+    # refusals of a whole transaction (HELO, MAIL, DATA), at its start
+    bucket = _bucket(connection, t.started_at, s)
+    for hour, reason, count in connection.execute(
+        select(bucket, t.reject_reason, func.count())
+        .where(*in_period, t.reject_reason.is_not(None))
+        .group_by(bucket, t.reject_reason)
+    ):
+        per_hour["rejected"][min(max(int(hour), 0), n - 1)] += count
+        totals[Outcome.REJECTED] += count
+        reasons[reject_label(reason)] += count
+        if "relaywatch" in reason and DECISION_HIT.search(reason):
+            hits += count
+
+    # messages received: queued (a queue id, or a recipient not refused) from a client or a
+    # local submission; the server's own bounce notices are not received
+    queued = or_(
+        t.queue_id.is_not(None),
+        select(r.id).where(r.transaction_id == t.id, r.outcome != Outcome.REJECTED).exists(),
+    )
+    received = [*in_period, queued, or_(t.client_ip.is_not(None), t.local_submission)]
+    bytes_received = 0
+    for hour, count, size in connection.execute(
+        select(bucket, func.count(), func.coalesce(func.sum(t.size), 0))
+        .where(*received)
+        .group_by(bucket)
+    ):
+        per_hour["received"][min(max(int(hour), 0), n - 1)] += count
+        totals["received"] += count
+        bytes_received += int(size)
+    sender_domains: Counter[str] = Counter()
+    senders = 0
+    for sender, count in connection.execute(
+        select(t.sender, func.count()).where(*received, t.sender.is_not(None)).group_by(t.sender)
+    ):
+        senders += 1
+        sender_domains[_domain(sender) or "<>"] += count
+
     traffic = Traffic(
-        received=received,
-        delivered=delivered,
-        deferred=len(deferred_messages),
-        deferrals=deferrals,
-        bounced=bounced,
-        rejected=rejected,
+        received=totals["received"],
+        delivered=totals[Outcome.DELIVERED],
+        deferred=deferred_messages,
+        deferrals=totals[Outcome.DEFERRED],
+        bounced=totals[Outcome.BOUNCED],
+        rejected=totals[Outcome.REJECTED],
         bytes_received=bytes_received,
         bytes_delivered=bytes_delivered,
-        senders=len(senders),
-        recipients=len(recipients),
+        senders=senders,
+        recipients=recipients,
         rejected_by_reason=_top(reasons, top),
-        per_hour=per_hour,
+        per_hour=tuple(
+            HourTraffic(
+                label,
+                per_hour["received"][i],
+                per_hour["delivered"][i],
+                per_hour["deferred"][i],
+                per_hour["bounced"][i],
+                per_hour["rejected"][i],
+            )
+            for i, label in enumerate(hours.labels)
+        ),
         top_sender_domains=_top(sender_domains, top),
         top_recipient_domains=_top(recipient_domains, top),
     )
-    return traffic, hits, _suspects(accounts)
+    return traffic, hits, _suspects(_accounts(connection, received, logged))
+
+
+def _accounts(
+    connection: Connection, received: list[Any], logged: list[Any]
+) -> dict[str, _Account]:
+    """What each authenticated user sent in the period."""
+    t, r = TransactionRow, RecipientRow
+    accounts: dict[str, _Account] = {}
+    for user, client_ip, sender, sender_local, count in connection.execute(
+        select(t.sasl_user, t.client_ip, t.sender, t.sender_local, func.count())
+        .where(*received, t.sasl_user.is_not(None))
+        .group_by(t.sasl_user, t.client_ip, t.sender, t.sender_local)
+    ):
+        if user is None:  # not asked for: types only
+            continue
+        account = _account(accounts, user)
+        account.messages += count
+        if client_ip is not None:
+            account.client_ips.add(client_ip)
+        if sender and sender_local is False:
+            account.outside_senders.add(sender)
+    for user, address in connection.execute(
+        select(t.sasl_user, r.address)
+        .select_from(r)
+        .join(t, t.id == r.transaction_id)
+        .where(
+            *logged,
+            t.sasl_user.is_not(None),
+            r.outcome != Outcome.REJECTED,
+            r.direction.like("%ext"),
+        )
+        .distinct()
+    ):
+        if user is not None:
+            _account(accounts, user).outside_recipients.add(address)
+    return accounts
 
 
 @dataclass
