@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Connection, Integer, case, cast, func, literal, or_, select
+from sqlalchemy import Connection, Integer, and_, case, cast, func, literal, or_, select
 
 from detector.decide import _HIT as DECISION_HIT  # the refusal text that names a decision
 from detector.report.model import (
@@ -109,6 +109,7 @@ TREND_DAYS = 7
 SUSPECT_OUTSIDE_RECIPIENTS = 20
 SUSPECT_CLIENT_IPS = 5
 _CHUNK = 500  # values in one IN (...) list
+_CARRIED = 5000  # messages received before the period looked up by id, at most
 NO_NAME = "unknown"  # Postfix's client name when the address has no (verified) reverse name
 
 
@@ -593,13 +594,20 @@ def _traffic(
         in_period.append(t.host == host)
     # recipients whose outcome was logged in the period, of messages received up to LOOKBACK
     # before it (transactions.started_at is indexed; recipients.time is not, but for attempts)
-    logged = [
-        t.started_at >= s - LOOKBACK,
-        t.started_at < e,
-        or_(t.started_at >= s, t.ended_at >= s),
-        r.time >= s,
-        r.time < e,
-    ]
+    earlier = select(t.id).where(
+        t.started_at >= s - LOOKBACK, t.started_at < s, t.ended_at >= s
+    )  # messages received before the period with deliveries in it (deferred mail): few
+    if host is not None:
+        earlier = earlier.where(t.host == host)
+    carried = list(connection.execute(earlier).scalars())
+    started = and_(t.started_at >= s, t.started_at < e)
+    if len(carried) > _CARRIED:  # a long queue: read the range (slower, no long IN list)
+        started = and_(
+            t.started_at >= s - LOOKBACK, t.started_at < e, or_(t.started_at >= s, t.ended_at >= s)
+        )
+    elif carried:  # the day's transactions, and the ids of those few by the primary key
+        started = or_(started, t.id.in_(carried))
+    logged = [started, r.time >= s, r.time < e]
     if host is not None:
         logged.append(t.host == host)
     outcome = r.outcome
