@@ -34,9 +34,11 @@ Definitions (the README and ``bench/README.md`` say where they differ from pflog
   addresses outside the local domains, *and* to at least :data:`SUSPECT_OUTSIDE_RECIPIENTS`
   distinct outside recipients or from at least :data:`SUSPECT_CLIENT_IPS` distinct client
   addresses: the pattern of a stolen password used for spam.
-- **Sources**: lines read per source come from ``source_days``, which counts per UTC day; a
-  period that is not made of whole UTC days gets the UTC days it overlaps.  **Sinks**: the
-  times a sink could not push that overlap the period.
+- **Sources**: lines read per source come from ``source_days``, which counts what relaywatch
+  read on each UTC day of the wall clock (a log imported later counts on the day it was
+  imported); a period that is not made of whole UTC days gets the UTC days it overlaps, summed,
+  with the lag of the latest.  **Sinks**: the times a sink could not push that overlap the
+  period (still failing at its end: no end).
 
 Every query reads through an index: relay attempts through the partial indexes on
 ``recipients`` (``relay_attempt IS NOT NULL``), traffic through ``transactions.started_at``
@@ -278,7 +280,7 @@ def build_period(
         notes.append("blocks are made for every relay host: all of them are counted")
     sources = _sources(connection, start, end, host)
     if not sources:
-        notes.append("no lines read are recorded for the period (batch imports do not record them)")
+        notes.append("relaywatch recorded no lines read in the period")
     refused, accepted_count = headline_counts
     headline = Headline(
         open_relay=accepted_count > 0,
