@@ -75,6 +75,7 @@ from typing import Literal, Protocol
 import pytest
 
 from tests.net import free_port
+from tests.required import require
 
 POSTFIX_MISSING = "Postfix not installed: apt-get install postfix"
 NOT_ROOT = "Postfix tests need root: the master runs as root and drops to the postfix user"
@@ -107,12 +108,7 @@ def require_postfix(
 ) -> None:
     """Skip with the reason when Postfix cannot run; fail instead under
     ``RELAYWATCH_REQUIRE_POSTFIX=1`` (CI, where a skip would hide the end-to-end tests)."""
-    reason = postfix_unavailable(search_path)
-    if reason is None:
-        return
-    if environ.get("RELAYWATCH_REQUIRE_POSTFIX") == "1":
-        pytest.fail(f"{reason} (and RELAYWATCH_REQUIRE_POSTFIX=1)")
-    pytest.skip(reason)
+    require(postfix_unavailable(search_path), "RELAYWATCH_REQUIRE_POSTFIX", environ)
 
 
 class PostfixError(RuntimeError):

@@ -35,6 +35,7 @@ from detector.simulate import Day, write_days
 from detector.store.session import open_database
 from tests.conftest import config_text
 from tests.report.logs import deferred_then_delivered
+from tests.required import require
 
 PFLOGSUMM = shutil.which("pflogsumm") or "/usr/sbin/pflogsumm"
 FIRST = date(2026, 11, 28)
@@ -42,10 +43,11 @@ DAYS = (Day(8000, abusers=12, open_relay_clients=1), Day(8000, abusers=12))
 RATE = 0.02
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
-pytestmark = pytest.mark.skipif(
-    not Path(PFLOGSUMM).exists(),
-    reason="pflogsumm is not installed (Debian package pflogsumm; .ci/run installs it)",
-)
+
+@pytest.fixture(autouse=True)
+def _pflogsumm() -> None:
+    missing = "pflogsumm is not installed (Debian package pflogsumm; .ci/run installs it)"
+    require(None if Path(PFLOGSUMM).exists() else missing, "RELAYWATCH_REQUIRE_PFLOGSUMM")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ Skipped with the reason where Chromium is absent, failed instead when
 
 from __future__ import annotations
 
-import os
 import shutil
 import struct
 import subprocess
@@ -21,20 +20,19 @@ import pytest
 from detector.report.html import OPEN_RELAY_RED, render_html
 from detector.report.model import Report
 from tests.report.reports import busy_report, open_relay_report, quiet_report
+from tests.required import require
 
 WINDOW = (1000, 2400)
 RED = tuple(int(OPEN_RELAY_RED[i : i + 2], 16) for i in (1, 3, 5))
 
 
 def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    reason = "headless Chromium is not installed (Debian package chromium)"
-    if os.environ.get("RELAYWATCH_REQUIRE_CHROMIUM") == "1":
-        pytest.fail(f"{reason} and RELAYWATCH_REQUIRE_CHROMIUM=1")
-    pytest.skip(reason)
+    names = ("chromium", "chromium-browser", "google-chrome")
+    found = next((path for name in names if (path := shutil.which(name))), None)
+    missing = "headless Chromium is not installed (Debian package chromium)"
+    require(None if found else missing, "RELAYWATCH_REQUIRE_CHROMIUM")
+    assert found is not None
+    return found
 
 
 def screenshot(report: Report, directory: Path, name: str) -> Path:
