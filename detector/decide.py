@@ -279,20 +279,24 @@ Recipient address rejected:`` for a policy service answer, Sendmail's status cod
 server's own words end a refusal, so a client's text (an address) can never pass for it."""
 
 
+def enforced_by(reason: str | None) -> int | None:
+    """The id of the decision a refusal's text says caused it, or ``None``."""
+    if not reason or "relaywatch" not in reason:  # the common case, at no regex's cost
+        return None
+    hit = _HIT.search(reason)
+    return None if hit is None else int(hit[1])
+
+
 def record_hits(connection: Connection, transactions: Iterable[Transaction]) -> int:
     """Count the refusals in just stored transactions that a decision caused (the mail server
     enforcing it), per decision; the number found.  They are not relay attempts."""
     hits: dict[int, list[float]] = {}
     for txn in transactions:
-        found = [
-            (hit, r.time) for r in txn.recipients
-            if r.reason and "relaywatch" in r.reason and (hit := _HIT.search(r.reason))
-        ]  # fmt: skip
-        reason = txn.reject_reason
-        if not found and reason and "relaywatch" in reason and (hit := _HIT.search(reason)):
+        found = [(hit, r.time) for r in txn.recipients if (hit := enforced_by(r.reason))]
+        if not found and (hit := enforced_by(txn.reject_reason)):
             found = [(hit, txn.end)]
-        for match, when in found:
-            hits.setdefault(int(match[1]), []).append(when)
+        for decision_id, when in found:
+            hits.setdefault(decision_id, []).append(when)
     for decision_id, times in hits.items():
         last = literal(datetime.fromtimestamp(max(times), UTC), UtcDateTime())
         previous = DecisionRow.last_hit_at

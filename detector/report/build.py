@@ -64,7 +64,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Connection, Integer, and_, case, cast, func, literal, or_, select
 
-from detector.decide import _HIT as DECISION_HIT  # the refusal text that names a decision
+from detector.decide import enforced_by
 from detector.report.model import (
     AcceptedRelay,
     Count,
@@ -648,7 +648,7 @@ def _traffic(
         elif kind == Outcome.REJECTED:
             per_hour["rejected"][hour] += count
             reasons[reject_label(name)] += count
-            if name and "relaywatch" in name and DECISION_HIT.search(name):
+            if enforced_by(name):
                 hits += count
     if totals[Outcome.DEFERRED]:  # distinct messages over the whole period
         deferred_messages = connection.execute(
@@ -676,7 +676,7 @@ def _traffic(
         per_hour["rejected"][min(max(int(hour), 0), n - 1)] += count
         totals[Outcome.REJECTED] += count
         reasons[reject_label(reason)] += count
-        if "relaywatch" in reason and DECISION_HIT.search(reason):
+        if enforced_by(reason):
             hits += count
 
     # messages received: queued (a queue id, or a recipient not refused) from a client or a
