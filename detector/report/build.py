@@ -267,7 +267,8 @@ def build_period(
     attempts = _relay_attempts(connection, start, end, host)
     headline_counts, offenders, accepted_ids, tables = _attempt_tables(attempts, hours, top)
     returning = _returning(connection, list(offenders), start.timestamp())
-    blocks = _blocks(connection, start, end)
+    generated = (now or datetime.now(UTC)).astimezone(UTC)
+    blocks = _blocks(connection, start, min(end, generated))  # today's: blocks as they are now
     offender_lines = _offender_lines(offenders, returning, blocks.until, top)
     accepted = _accepted(connection, attempts, accepted_ids)
     if len(accepted_ids) > ACCEPTED_SHOWN:
@@ -295,7 +296,7 @@ def build_period(
     )
     return Report(
         period=period,
-        generated_at=(now or datetime.now(UTC)).astimezone(UTC),
+        generated_at=generated,
         headline=headline,
         accepted=accepted,
         attempts_per_hour=tuple(
