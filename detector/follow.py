@@ -27,8 +27,10 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
+from stat import S_ISREG
 from typing import BinaryIO
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -40,7 +42,6 @@ from detector.logfile import (
     FINGERPRINT_BYTES,
     MAX_LINE,
     ReadCounts,
-    fingerprint,
     head_fingerprint,
     open_log,
     split_lines,
@@ -103,14 +104,17 @@ def _open(path: Path, offset: int = 0) -> _File | None:
 def rotated_siblings(path: Path) -> list[Path]:
     """The rotated copies of ``path`` (``mail.log.1``, ``mail.log.2.gz``, ``mail.log-2026…``),
     oldest first."""
+    found: list[tuple[float, Path]] = []
     try:
-        found = [
-            p for p in path.parent.iterdir()
-            if p.name.startswith((path.name + ".", path.name + "-")) and p.is_file()
-        ]  # fmt: skip
+        for p in path.parent.iterdir():
+            if p.name.startswith((path.name + ".", path.name + "-")):
+                with suppress(OSError):  # renamed or removed meanwhile: logrotate at work
+                    stat = p.stat()
+                    if S_ISREG(stat.st_mode):
+                        found.append((stat.st_mtime, p))
     except OSError:
         return []
-    return sorted(found, key=lambda p: p.stat().st_mtime)
+    return [p for _, p in sorted(found)]
 
 
 class Follower:
@@ -167,20 +171,18 @@ class Follower:
             return
         if current is not None:
             current.close()
-        siblings = rotated_siblings(self.path)
-        for index, sibling in enumerate(siblings):
-            try:
-                matches = fingerprint(sibling) == position.fingerprint
-            except InputError:
-                continue
-            if matches:
+        siblings = _open_siblings(self.path)
+        for index, file in enumerate(siblings):
+            if _whole_fingerprint(file) == position.fingerprint:
                 log.info("%s: rotated while stopped: reading the rest of %s first",
-                         self.path, sibling)  # fmt: skip
-                for path in siblings[index:]:
-                    file = _open(path, position.offset if path == sibling else 0)
-                    if file is not None:
-                        self._backlog.append(file)
+                         self.path, file.path)  # fmt: skip
+                file.offset = position.offset
+                for older in siblings[:index]:
+                    older.close()
+                self._backlog.extend(siblings[index:])
                 return
+        for file in siblings:
+            file.close()
         log.warning(
             "%s: the file last read (%s…) is gone, with %d lines' worth of position: "
             "reading %s from its start", self.path, position.fingerprint[:8], position.offset,
@@ -288,18 +290,16 @@ class Follower:
         """``current`` was truncated (or rewritten in place): finish its lines from the copy
         logrotate's copytruncate made, if there is one, then read it from its start."""
         assert current.fingerprint is not None
-        for sibling in reversed(rotated_siblings(self.path)):
-            try:
-                if fingerprint(sibling) != current.fingerprint:
-                    continue
-            except InputError:
-                continue
-            copy = _open(sibling, current.offset)
-            if copy is not None:
-                copy.fingerprint = current.fingerprint
-                self._backlog.append(copy)
-                log.info("%s: truncated; reading its last lines from %s", self.path, sibling)
-            break
+        siblings = _open_siblings(self.path)
+        copy = next((f for f in reversed(siblings) if _whole_fingerprint(f) == current.fingerprint),
+                    None)  # fmt: skip
+        for file in siblings:
+            if file is not copy:
+                file.close()
+        if copy is not None:
+            copy.offset, copy.fingerprint = current.offset, current.fingerprint
+            self._backlog.append(copy)
+            log.info("%s: truncated; reading its last lines from %s", self.path, copy.path)
         else:
             log.warning("%s: truncated; reading it from its start", self.path)
         current.offset = 0
@@ -319,6 +319,28 @@ class Follower:
         current.close()
         self._current = new
         self._take(new, final=False, out=out)
+
+
+def _whole_fingerprint(file: _File) -> str | None:
+    """The fingerprint of a file that will not grow (a rotated one), read from its handle."""
+    return head_fingerprint(file.read_at(0, FINGERPRINT_BYTES), whole=True)
+
+
+def _open_siblings(path: Path, tries: int = 5) -> list[_File]:
+    """The rotated files of ``path`` (oldest first), opened: each one is known by what it
+    holds from then on, whatever logrotate renames meanwhile.  Opened again (``tries`` times
+    at most) when a rename came between listing them and opening them — a rotation while the
+    daemon starts: a file opened under a name it no longer had was read from another file's
+    position, and the lines between were lost."""
+    for attempt in range(1, tries + 1):
+        names = rotated_siblings(path)
+        files = [f for p in names if (f := _open(p)) is not None]
+        unchanged = rotated_siblings(path) == names and all(_same_file(f, f.path) for f in files)
+        if unchanged or attempt == tries:
+            break
+        for file in files:
+            file.close()
+    return files
 
 
 def _size(file: _File) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from detector import follow as follow_module
 from detector.follow import Follower, Position, Wakeup
 from detector.logfile import MAX_LINE, fingerprint
 
@@ -275,3 +276,32 @@ def test_truncation_between_the_check_and_the_read_reads_nothing_from_the_middle
     follower._take = truncated_just_before  # type: ignore[method-assign]
     got += drain(follower)
     assert got == lines(0, 55)
+
+
+def test_a_rotation_while_a_restart_looks_for_the_rotated_files_loses_no_line(
+    tmp_path: Path, follow: Callable[..., Follower], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """logrotate may run just as the daemon starts: between the listing of the rotated files
+    and their opening, mail.log.1 (the file last read) becomes mail.log.2."""
+    log = tmp_path / "mail.log"
+    append(log, lines(0, 10))
+    first = follow(log)
+    got = drain(first)
+    append(log, lines(10, 5))
+    log.rename(tmp_path / "mail.log.1")  # while stopped
+    append(log, lines(15, 5))
+    listing = follow_module.rotated_siblings
+    rotations = []
+
+    def rotate_after_listing(path: Path) -> list[Path]:
+        found = listing(path)
+        if not rotations:  # logrotate, once: mail.log.1 -> .2, mail.log -> .1, a new mail.log
+            rotations.append(path)
+            (tmp_path / "mail.log.1").rename(tmp_path / "mail.log.2")
+            log.rename(tmp_path / "mail.log.1")
+            append(log, lines(20, 5))
+        return found
+
+    monkeypatch.setattr(follow_module, "rotated_siblings", rotate_after_listing)
+    got += drain(follow(log, first.position))
+    assert rotations and got == lines(0, 25)
