@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException
 
+from api import metrics
 from api.auth import AccessDenied
 from api.routes import (
     allowlist,
@@ -69,6 +70,7 @@ def create_app(
                crowdsec.router, allowlist.router, blocklist.router, reports.router)  # fmt: skip
     for router in routers:
         app.include_router(router, responses=problems)
+    metrics.install(app, engine, status)
     _error_handlers(app)
     return app
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -72,6 +73,8 @@ class Enforcer:
         self.dry_run = settings.enforcement.dry_run
         self.interval = settings.enforcement.sync_interval.total_seconds()
         self.results: dict[str, SyncResult] = {}
+        self.pushes: Counter[str] = Counter()  # syncs (checks in a dry run) per sink
+        self.failures: Counter[str] = Counter()  # … of them that failed
         self._clock = clock
         self._signature: tuple[object, ...] | None = None
         self._last_sync = float("-inf")
@@ -198,6 +201,8 @@ class Enforcer:
             log.info("enforcement: %s: %s%s", sink.name, "dry run: " if self.dry_run else "",
                      result.message)  # fmt: skip
         self.results[sink.name] = result
+        self.pushes[sink.name] += 1
+        self.failures[sink.name] += not result.ok
         return result
 
     def _take_requests(self) -> None:
